@@ -1,0 +1,1 @@
+"""Model wrappers: every scorer exposes ``version`` and ``predict_batch(array) -> array``."""

@@ -1,0 +1,1 @@
+"""Faust apps, agents and the ``streamwise`` command line."""

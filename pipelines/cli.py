@@ -1,0 +1,304 @@
+"""The ``streamwise`` command line: broker, topics, producers, workers, tail and bench."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from pydantic import ValidationError
+
+from pipelines.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid STREAMWISE_* settings:\n{exc}") from exc
+
+
+def _print_settings(settings: Settings) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="streamwise settings", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in settings.describe():
+        table.add_row(name, value)
+    Console(stderr=True).print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Real-time analytics on Kafka: transactions, audio and video in; predictions and alerts out.
+
+    Settings come from STREAMWISE_* environment variables (see `streamwise settings`).
+    """
+
+
+@main.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (secrets masked).")
+def settings_cmd(as_json: bool) -> None:
+    """Print the resolved settings, secrets masked."""
+    settings = _settings()
+    if as_json:
+        click.echo(orjson.dumps(dict(settings.describe()), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_settings(settings)
+
+
+# --------------------------------------------------------------------------- broker
+@main.group()
+def broker() -> None:
+    """Run the local single-node Apache Kafka (KRaft) on 127.0.0.1.
+
+    Does nothing when STREAMWISE_BROKER names an existing cluster.
+    """
+
+
+@broker.command("start")
+def broker_start() -> None:
+    """Fetch Kafka with Maven (first use), format storage, start it, wait until ready."""
+    from pipelines.broker import BrokerError, LocalBroker
+
+    settings = _settings()
+    if not settings.uses_local_broker:
+        click.echo(f"using the external cluster {settings.broker}; no local broker started")
+        return
+    local = LocalBroker(settings)
+    try:
+        status = local.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Kafka {local.version()} running at {status.url} (pid {status.pid}, log {status.log})"
+    )
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker (SIGTERM, then SIGKILL after 30 s)."""
+    from pipelines.broker import LocalBroker
+
+    stopped = LocalBroker(_settings()).stop()
+    click.echo("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@broker.command("status")
+def broker_status() -> None:
+    """Say whether the local broker runs and accepts connections (exit 1 if not)."""
+    from pipelines.broker import LocalBroker
+
+    settings = _settings()
+    if not settings.uses_local_broker:
+        click.echo(f"external cluster {settings.broker} (not managed here)")
+        return
+    local = LocalBroker(settings)
+    status = local.status()
+    state = "running" if status.running else "stopped"
+    click.echo(
+        f"Kafka {local.version() or '(not fetched)'} {state}, pid {status.pid}, "
+        f"accepting={status.accepting}, url {status.url}, log {status.log}"
+    )
+    if not (status.running and status.accepting):
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- topics
+@main.group()
+def topics() -> None:
+    """Create and list the pipelines' topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every topic with its partitions and configs (existing ones are kept)."""
+    from pipelines.kafka import create_topics, topic_specs
+
+    settings = _settings()
+    result = create_topics(settings)
+    for spec in topic_specs(settings):
+        click.echo(
+            f"{result[spec.name]:8} {spec.name:24} partitions={spec.partitions}  {spec.description}"
+        )
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """List the topics the pipelines use, with their schemas."""
+    from pipelines.kafka import topic_specs
+
+    for spec in topic_specs(_settings()):
+        click.echo(f"{spec.name:24} partitions={spec.partitions}  {spec.description}")
+
+
+# --------------------------------------------------------------------------- produce
+@main.group()
+def produce() -> None:
+    """Publish input events."""
+
+
+@produce.command("transactions")
+@click.option("--simulate", is_flag=True, help="Generate with the built-in simulator.")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, path_type=Path),
+    help="Replay a .parquet or .csv file (columns as the simulator writes).",
+)
+@click.option("--customers", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--terminals", default=10000, show_default=True, type=click.IntRange(1))
+@click.option("--days", default=183, show_default=True, type=click.IntRange(1))
+@click.option("--start-date", default="2018-04-01", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--rate", type=click.FloatRange(min=0.001), help="Transactions per second of wall time."
+)
+@click.option("--max-speed", is_flag=True, help="Publish as fast as possible (default).")
+@click.option("--label-delay-days", default=7.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write the simulated data to .parquet/.csv instead of publishing.",
+)
+def produce_transactions(
+    simulate: bool,
+    file: Path | None,
+    customers: int,
+    terminals: int,
+    days: int,
+    start_date: str,
+    seed: int,
+    rate: float | None,
+    max_speed: bool,
+    label_delay_days: float,
+    out: Path | None,
+) -> None:
+    """Publish transactions and, after the label delay in event time, their fraud labels."""
+    from datetime import date
+
+    from processors.simulator import SimulationConfig, read_table, write_table
+    from processors.simulator import simulate as run_simulation
+
+    if simulate == (file is not None):
+        raise click.UsageError("give exactly one of --simulate or --file")
+    if rate is not None and max_speed:
+        raise click.UsageError("--rate and --max-speed exclude each other")
+    if file is not None:
+        table = read_table(file)
+    else:
+        config = SimulationConfig(
+            customers=customers,
+            terminals=terminals,
+            days=days,
+            start_date=date.fromisoformat(start_date),
+            seed=seed,
+        )
+        table = run_simulation(config)
+    if out is not None:
+        write_table(table, out)
+        click.echo(f"wrote {table.num_rows} transactions to {out}")
+        return
+    _publish(table, rate, timedelta(days=label_delay_days))
+
+
+def _publish(table: Any, rate: float | None, delay: timedelta) -> None:
+    from rich.progress import Progress
+
+    from pipelines.produce import publish_transactions
+
+    settings = _settings()
+    with Progress(transient=False) as bar:
+        task = bar.add_task("transactions", total=table.num_rows)
+        report = publish_transactions(
+            settings,
+            table,
+            rate=rate,
+            label_delay=delay,
+            progress=lambda n: bar.advance(task, n),
+        )
+    click.echo(
+        f"published {report.transactions} transactions and {report.labels} labels "
+        f"in {report.seconds:.1f} s to {settings.broker_url}"
+    )
+
+
+# --------------------------------------------------------------------------- worker
+@main.command("worker")
+@click.argument("pipeline", type=click.Choice(["transactions"]))
+def worker(pipeline: str) -> None:
+    """Start one worker process for PIPELINE (scale by starting more; they share the work).
+
+    Give each worker on one host its own STREAMWISE_WORKER__WEB_PORT; /metrics and /health
+    are served there.
+    """
+    from pipelines.worker import run_worker
+
+    settings = _settings()
+    _print_settings(settings)
+    run_worker(settings, pipeline)
+
+
+# --------------------------------------------------------------------------- tail
+@main.command("tail")
+@click.argument("topic")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--limit", type=click.IntRange(1), help="Stop after N records.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0),
+    help="Stop after S seconds without a record.",
+)
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record.")
+def tail_cmd(
+    topic: str, as_json: bool, limit: int | None, timeout_s: float | None, from_beginning: bool
+) -> None:
+    """Print records of TOPIC (alerts, predictions, dead-letters, ...) as they arrive."""
+    from pipelines.tail import format_record, tail
+
+    def show(data: Any) -> None:
+        line = orjson.dumps(data).decode() if as_json else format_record(data)
+        click.echo(line)
+
+    try:
+        tail(
+            _settings(),
+            topic,
+            from_beginning=from_beginning,
+            limit=limit,
+            timeout_s=timeout_s,
+            on_record=show,
+        )
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+# --------------------------------------------------------------------------- bench
+@main.command("bench")
+@click.argument("pipeline", type=click.Choice(["transactions"]))
+@click.option("--events", default=100_000, show_default=True, type=click.IntRange(1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench(pipeline: str, events: int, as_json: bool) -> None:
+    """Measure throughput, latency and RSS through the real broker against a passthrough."""
+    from pipelines.bench import format_report, run_bench
+
+    report = run_bench(_settings(), pipeline, events=events)
+    click.echo(
+        orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+        if as_json
+        else format_report(report)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Starting one worker process for one pipeline: settings printed, app built, Faust run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faust
+
+from pipelines.app import create_app
+from pipelines.settings import Settings
+
+__all__ = ["PIPELINES", "build_app", "run_worker"]
+
+
+def _build_transactions(app: faust.App, settings: Settings) -> object:
+    from pipelines import transactions
+
+    return transactions.build(app, settings)
+
+
+PIPELINES: dict[str, Callable[[faust.App, Settings], object]] = {
+    "transactions": _build_transactions,
+}
+
+
+def build_app(settings: Settings, pipeline: str) -> faust.App:
+    """The Faust app of ``pipeline`` with its agents declared."""
+    if pipeline not in PIPELINES:
+        raise KeyError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+    app = create_app(settings, pipeline)
+    PIPELINES[pipeline](app, settings)
+    return app
+
+
+def run_worker(settings: Settings, pipeline: str) -> None:
+    """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
+    app = build_app(settings, pipeline)
+    worker = faust.Worker(app, loglevel=settings.worker.loglevel, quiet=True)
+    worker.execute_from_commandline()

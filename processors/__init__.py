@@ -1,0 +1,1 @@
+"""Stream processors and offline generators for streamwise."""

@@ -1,0 +1,320 @@
+"""Versioned wire schemas (JSON, UTF-8) and their codecs.
+
+Decoding never raises on bad input: it returns a :class:`Rejected` value that says why, so
+the caller can route the original bytes to ``dead-letters``. Every record carries a
+``schema`` field such as ``"transaction/1"``; a consumer checks the name and the major
+version, and ignores fields it does not know (new optional fields keep the version).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "ALERT_SCHEMA",
+    "DEAD_LETTER_SCHEMA",
+    "LABEL_SCHEMA",
+    "PREDICTION_SCHEMA",
+    "TRANSACTION_SCHEMA",
+    "Alert",
+    "DeadLetter",
+    "Label",
+    "Prediction",
+    "Rejected",
+    "Transaction",
+    "decode_dead_letter",
+    "decode_label",
+    "decode_transaction",
+    "encode",
+    "format_time",
+    "parse_time",
+]
+
+TRANSACTION_SCHEMA: Final = "transaction/1"
+LABEL_SCHEMA: Final = "transaction-label/1"
+PREDICTION_SCHEMA: Final = "prediction/1"
+ALERT_SCHEMA: Final = "alert/1"
+DEAD_LETTER_SCHEMA: Final = "dead-letter/1"
+
+_MAX_AMOUNT: Final = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why an input could not be decoded: a short machine-readable reason and a detail."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A card payment as published on ``transactions`` (key: customer id)."""
+
+    tx_id: int
+    tx_time: datetime
+    customer_id: int
+    terminal_id: int
+    amount: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": TRANSACTION_SCHEMA,
+            "tx_id": self.tx_id,
+            "tx_time": format_time(self.tx_time),
+            "customer_id": self.customer_id,
+            "terminal_id": self.terminal_id,
+            "amount": self.amount,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """The fraud verdict for a transaction, known days later (``transaction-labels``)."""
+
+    tx_id: int
+    customer_id: int
+    terminal_id: int
+    is_fraud: bool
+    label_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": LABEL_SCHEMA,
+            "tx_id": self.tx_id,
+            "customer_id": self.customer_id,
+            "terminal_id": self.terminal_id,
+            "is_fraud": self.is_fraud,
+            "label_time": format_time(self.label_time),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One score per input event (``predictions``, key: the entity id)."""
+
+    pipeline: str
+    event_id: str
+    entity: str
+    score: float
+    threshold: float
+    model_versions: dict[str, str]
+    event_time: datetime
+    emit_time: datetime
+    features: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": PREDICTION_SCHEMA,
+            "pipeline": self.pipeline,
+            "event_id": self.event_id,
+            "entity": self.entity,
+            "score": self.score,
+            "threshold": self.threshold,
+            "is_alert": self.score >= self.threshold,
+            "model_versions": self.model_versions,
+            "features": self.features,
+            "event_time": format_time(self.event_time),
+            "emit_time": format_time(self.emit_time),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A score over its threshold, with the reasons a person can check (``alerts``)."""
+
+    pipeline: str
+    kind: str
+    event_id: str
+    entity: str
+    score: float
+    threshold: float
+    model_versions: dict[str, str]
+    reasons: list[str]
+    event_time: datetime
+    emit_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": ALERT_SCHEMA,
+            "alert_id": f"{self.pipeline}:{self.kind}:{self.event_id}",
+            "pipeline": self.pipeline,
+            "kind": self.kind,
+            "event_id": self.event_id,
+            "entity": self.entity,
+            "score": self.score,
+            "threshold": self.threshold,
+            "model_versions": self.model_versions,
+            "reasons": self.reasons,
+            "event_time": format_time(self.event_time),
+            "emit_time": format_time(self.emit_time),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be processed, with its original bytes and where it came from."""
+
+    reason: str
+    detail: str
+    step: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    failed_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": DEAD_LETTER_SCHEMA,
+            "reason": self.reason,
+            "detail": self.detail,
+            "step": self.step,
+            "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+            "key_b64": None if self.key is None else base64.b64encode(self.key).decode(),
+            "value_b64": None if self.value is None else base64.b64encode(self.value).decode(),
+            "failed_at": format_time(self.failed_at),
+        }
+
+
+def encode(record: Transaction | Label | Prediction | Alert | DeadLetter) -> bytes:
+    """Serialize a record to its JSON wire form."""
+    return orjson.dumps(record.to_dict())
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2018-04-01T00:07:56.000Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_time(value: object) -> datetime | Rejected:
+    """Parse an RFC 3339 string (a zone is required) into an aware UTC datetime."""
+    if not isinstance(value, str):
+        return Rejected("bad_time", f"expected an RFC 3339 string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return Rejected("bad_time", f"unparseable time {value[:64]!r}")
+    if parsed.tzinfo is None:
+        return Rejected("bad_time", f"time {value[:64]!r} has no zone")
+    return parsed.astimezone(UTC)
+
+
+def _load_object(raw: bytes, expected_schema: str) -> dict[str, Any] | Rejected:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("invalid_json", str(exc)[:200])
+    if not isinstance(data, dict):
+        return Rejected("invalid_json", f"expected a JSON object, got {type(data).__name__}")
+    schema = data.get("schema", expected_schema)
+    if not isinstance(schema, str) or schema.split("/")[0] != expected_schema.split("/")[0]:
+        return Rejected("wrong_schema", f"expected {expected_schema}, got {schema!r}")
+    if schema != expected_schema:
+        return Rejected("unsupported_version", f"expected {expected_schema}, got {schema!r}")
+    return data
+
+
+def _int_field(data: dict[str, Any], name: str) -> int | Rejected:
+    if name not in data:
+        return Rejected("missing_field", f"field {name!r} is missing")
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Rejected("bad_type", f"field {name!r} must be an integer, got {value!r:.40}")
+    if value < 0:
+        return Rejected("bad_value", f"field {name!r} must be >= 0, got {value}")
+    return value
+
+
+def _time_field(data: dict[str, Any], name: str) -> datetime | Rejected:
+    if name not in data:
+        return Rejected("missing_field", f"field {name!r} is missing")
+    parsed = parse_time(data[name])
+    if isinstance(parsed, Rejected):
+        return Rejected(parsed.reason, f"field {name!r}: {parsed.detail}")
+    return parsed
+
+
+def decode_transaction(raw: bytes) -> Transaction | Rejected:
+    """Decode and validate a ``transaction/1`` record."""
+    data = _load_object(raw, TRANSACTION_SCHEMA)
+    if isinstance(data, Rejected):
+        return data
+    tx_id = _int_field(data, "tx_id")
+    if isinstance(tx_id, Rejected):
+        return tx_id
+    customer_id = _int_field(data, "customer_id")
+    if isinstance(customer_id, Rejected):
+        return customer_id
+    terminal_id = _int_field(data, "terminal_id")
+    if isinstance(terminal_id, Rejected):
+        return terminal_id
+    tx_time = _time_field(data, "tx_time")
+    if isinstance(tx_time, Rejected):
+        return tx_time
+    if "amount" not in data:
+        return Rejected("missing_field", "field 'amount' is missing")
+    amount = data["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        return Rejected("bad_type", f"field 'amount' must be a number, got {amount!r:.40}")
+    amount = float(amount)
+    if not math.isfinite(amount) or amount < 0 or amount > _MAX_AMOUNT:
+        return Rejected("bad_amount", f"amount must be finite, >= 0 and <= 1e9, got {amount}")
+    return Transaction(tx_id, tx_time, customer_id, terminal_id, amount)
+
+
+def decode_label(raw: bytes) -> Label | Rejected:
+    """Decode and validate a ``transaction-label/1`` record."""
+    data = _load_object(raw, LABEL_SCHEMA)
+    if isinstance(data, Rejected):
+        return data
+    tx_id = _int_field(data, "tx_id")
+    if isinstance(tx_id, Rejected):
+        return tx_id
+    customer_id = _int_field(data, "customer_id")
+    if isinstance(customer_id, Rejected):
+        return customer_id
+    terminal_id = _int_field(data, "terminal_id")
+    if isinstance(terminal_id, Rejected):
+        return terminal_id
+    label_time = _time_field(data, "label_time")
+    if isinstance(label_time, Rejected):
+        return label_time
+    is_fraud = data.get("is_fraud")
+    if not isinstance(is_fraud, bool):
+        return Rejected("bad_type", f"field 'is_fraud' must be true or false, got {is_fraud!r:.40}")
+    return Label(tx_id, customer_id, terminal_id, is_fraud, label_time)
+
+
+def decode_dead_letter(raw: bytes) -> DeadLetter | Rejected:
+    """Decode a ``dead-letter/1`` record (for consumers and tests)."""
+    data = _load_object(raw, DEAD_LETTER_SCHEMA)
+    if isinstance(data, Rejected):
+        return data
+    try:
+        source = data["source"]
+        key = data.get("key_b64")
+        value = data.get("value_b64")
+        failed_at = parse_time(data["failed_at"])
+        if isinstance(failed_at, Rejected):
+            return failed_at
+        return DeadLetter(
+            reason=str(data["reason"]),
+            detail=str(data["detail"]),
+            step=str(data["step"]),
+            topic=str(source["topic"]),
+            partition=int(source["partition"]),
+            offset=int(source["offset"]),
+            key=None if key is None else base64.b64decode(key),
+            value=None if value is None else base64.b64decode(value),
+            failed_at=failed_at,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return Rejected("bad_dead_letter", str(exc)[:200])
