@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup prereqs check test test-fast demo bench broker-start broker-stop clean
+.PHONY: help setup prereqs assets check test test-fast demo bench broker-start broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,18 +23,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install streamwise with its dev tools
 
+assets: $(STAMP) ## Fetch pinned models and test media (sha256-checked) into .streamwise/assets
+	$(BIN)/streamwise assets fetch
+
 check: $(STAMP) ## Lint, format check and strict type check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) check ## Set up, start a Kafka broker for the suite, run every test
+test: $(STAMP) check assets ## Set up, start a Kafka broker for the suite, run every test
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## Unit, property and pipeline tests only (no broker)
 	$(BIN)/python -m pytest tests/unit tests/properties tests/pipelines
 
-demo: $(STAMP) ## Local broker + worker + simulator at a watchable rate; alerts live (Ctrl-C stops)
+demo: $(STAMP) assets ## Local broker + worker + simulator at a watchable rate; alerts live (Ctrl-C stops)
 	@bash deploy/demo.sh
 
 bench: $(STAMP) ## Throughput, latency and RSS through the real broker vs a raw passthrough

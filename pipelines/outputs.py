@@ -41,16 +41,23 @@ class Outputs(Protocol):
 
 
 class FaustOutputs:
-    """Sends to Faust topics declared on the app; scope makes the event current."""
+    """Sends through the app's producer; scope makes the event current for table writes.
 
-    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
-        self.topics = topics
+    Records go straight to the producer (already serialized bytes), skipping Faust's
+    per-message topic machinery; the producer is flushed before every offset commit.
+    """
+
+    def __init__(self, app: faust.App, topics: list[str]) -> None:
+        self.app = app
+        self.topics = set(topics)
 
     def scope(self, event: Any) -> AbstractContextManager[None]:
         return event_scope(event)
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        await self.topics[topic].send(key=key, value=value)
+        if topic not in self.topics:
+            raise KeyError(f"{topic!r} is not an output of this step")
+        await self.app.producer.send(topic, key, value, None, None, None)
 
 
 @dataclass(frozen=True)

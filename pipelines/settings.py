@@ -7,6 +7,7 @@ the environment. Nested groups use ``__`` in variable names, e.g.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -155,6 +156,11 @@ class Settings(BaseSettings):
         """Per-worker RocksDB state lives below this folder."""
         return self.home / "state"
 
+    @property
+    def assets_dir(self) -> Path:
+        """Fetched models and test media (``streamwise assets fetch``)."""
+        return self.home / "assets"
+
     def to_env(self) -> dict[str, str]:
         """``STREAMWISE_*`` variables that rebuild these settings in another process."""
         env: dict[str, str] = {}
@@ -166,6 +172,10 @@ class Settings(BaseSettings):
                     walk(f"{name}__", value)
                 elif isinstance(value, SecretStr):
                     env[name] = value.get_secret_value()
+                elif isinstance(value, bool):
+                    env[name] = "true" if value else "false"
+                elif isinstance(value, list | tuple):
+                    env[name] = json.dumps(value)  # complex values travel as JSON
                 elif value is not None:
                     env[name] = str(value)
 

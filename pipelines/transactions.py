@@ -197,12 +197,7 @@ def build(
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
     model: BatchScorer = scorer or AmountRule(limit=settings.transactions.amount_rule_limit)
     source = raw_topic(app, t.transactions, t.partitions)
-    outputs = FaustOutputs(
-        {
-            name: raw_topic(app, name, t.partitions)
-            for name in (t.predictions, t.alerts, t.dead_letters)
-        }
-    )
+    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters])
     customers = app.Table(
         "customer-stats",
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import faust
@@ -10,6 +11,8 @@ from pipelines.app import create_app
 from pipelines.settings import Settings
 
 __all__ = ["PIPELINES", "build_app", "run_worker"]
+
+log = logging.getLogger(__name__)
 
 
 def _build_transactions(app: faust.App, settings: Settings) -> object:
@@ -32,8 +35,24 @@ def build_app(settings: Settings, pipeline: str) -> faust.App:
     return app
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create missing topics (as ``streamwise topics create``); warn if not allowed to."""
+    from kafka.errors import KafkaError
+
+    from pipelines.kafka import create_topics
+
+    try:
+        create_topics(settings)
+    except KafkaError as exc:
+        log.warning("could not create topics (%s); they must exist already", exc)
+
+
 def run_worker(settings: Settings, pipeline: str) -> None:
     """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
+    _ensure_topics(settings)
     app = build_app(settings, pipeline)
     worker = faust.Worker(app, loglevel=settings.worker.loglevel, quiet=True)
+    # Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
+    # that made every per-message debug call in aiokafka and Faust build a log record.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -1,0 +1,590 @@
+"""``streamwise bench``: what a pipeline costs against the broker's own speed, in one run.
+
+Everything goes through the real broker, on topics, consumer groups and a state folder of
+its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deployment:
+
+1. *Produce*: simulated transactions are pre-loaded into the run's transactions topic with
+   kafka-python; the rate says how fast this machine and broker take a load at all.
+2. *Raw passthrough*: an aiokafka consumer and producer copy the pre-loaded records, value
+   unchanged, to another topic. No decoding, no state, no scoring: roughly the most a Python
+   consumer that also produces can do here, hence the baseline the pipeline is compared with.
+3. *Pipeline worker*: the real ``streamwise worker`` subprocess (Faust, RocksDB state, batch
+   scoring) processes the same records; its throughput comes from the Kafka timestamps of
+   its first and last prediction, and its peak RSS is sampled while it runs.
+4. *Latency*: with that worker still running, more transactions are published at half its
+   measured throughput; latency is the prediction's timestamp minus the send timestamp.
+5. *Naive*: a second worker with micro-batches of one event (one table update, one scoring
+   call, one ack per event) on a smaller copy of the load, to show what batching buys.
+
+The numbers describe one run on one machine with the broker on the same host; they are a
+comparison between the ways of consuming, not a capacity promise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pipelines.kafka import TopicSpec, client_config, create_topics, topic_specs
+from pipelines.settings import Settings
+
+__all__ = ["BenchError", "format_report", "isolated_settings", "run_bench"]
+
+_TX_PER_DAY = 9_700  # simulator default population: about 9,700 transactions a day
+_LATENCY_SECONDS = 20.0  # how long the paced latency load lasts at most
+_STOP_GRACE_S = 20.0
+_RSS_INTERVAL_S = 0.1
+# Waits give up after max(120 s, events / floor): generous against the rates seen so far.
+_FLOOR_RATE = 200.0
+_NAIVE_FLOOR_RATE = 50.0
+_MIB = 1024 * 1024
+_REPO = Path(__file__).resolve().parent.parent
+_WORKER_CMD = "from pipelines.cli import main; main()"
+
+Row = tuple[int, bytes, bytes]  # (tx_id, key, value)
+
+
+class BenchError(RuntimeError):
+    """A bench step did not complete; the message says which and why."""
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- settings
+def _child_env(settings: Settings) -> dict[str, str]:
+    prefix = str(settings.model_config.get("env_prefix") or "").upper()
+    env = {k: v for k, v in os.environ.items() if not (prefix and k.upper().startswith(prefix))}
+    env.update(settings.to_env())
+    return env
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_settings(settings: Settings, prefix: str, home: Path, **worker: Any) -> Settings:
+    """``settings`` with every topic, the app prefix, the web port and home made private."""
+    topics = settings.topics
+    names = {k: f"{prefix}-{v}" for k, v in topics.model_dump().items() if isinstance(v, str)}
+    worker_update = {"web_port": _free_port(settings.worker.web_host), **worker}
+    return settings.model_copy(
+        update={
+            "app_prefix": prefix,
+            "home": home.resolve(),
+            "topics": topics.model_copy(update=names),
+            "worker": settings.worker.model_copy(update=worker_update),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- topics
+def _create_topics(settings: Settings, extra: Sequence[str] = ()) -> None:
+    specs = topic_specs(settings)
+    like = specs[0]
+    specs += [TopicSpec(name, like.partitions, like.config, "bench") for name in extra]
+    create_topics(settings, specs)
+
+
+def _delete_topics(settings: Settings, run_id: str) -> None:
+    """Delete every topic and consumer group of this run (best effort)."""
+    from kafka import KafkaAdminClient
+
+    admin: Any = None
+    try:
+        admin = KafkaAdminClient(**client_config(settings), client_id=f"{run_id}-admin")
+        mine = sorted(t for t in admin.list_topics() if t.startswith(f"{run_id}-"))
+        if mine:
+            admin.delete_topics(mine, timeout_ms=30_000)
+        groups = [str(g.get("group_id", "")) for g in admin.list_groups()]
+        own = [g for g in groups if g.startswith(f"{run_id}-")]
+        if own:
+            admin.delete_groups(own)
+        _say(f"deleted {len(mine)} topics and {len(own)} consumer groups of {run_id}")
+    except Exception as exc:  # cleanup must not hide the result or the real error
+        _say(f"could not delete all topics of {run_id}: {type(exc).__name__}: {exc}")
+    finally:
+        if admin is not None:
+            admin.close()
+
+
+# --------------------------------------------------------------------------- load
+def _simulated_rows(count: int) -> list[Row]:
+    """The first ``count`` simulated transactions (no labels), JSON-encoded, in time order."""
+    from pipelines.produce import encoded_rows
+    from processors.simulator import SimulationConfig, simulate
+
+    days = math.ceil(count * 1.1 / _TX_PER_DAY) + 1
+    table = simulate(SimulationConfig(customers=5000, terminals=10000, days=days, seed=7))
+    if table.num_rows < count:
+        raise BenchError(f"the simulator made {table.num_rows} rows in {days} days, not {count}")
+    table = table.drop_columns(["is_fraud"]).slice(0, count)
+    rows: list[Row] = []
+    for kind, key, value in encoded_rows(table, timedelta(0)):
+        if kind == "tx":
+            rows.append((int(orjson.loads(value)["tx_id"]), key, value))
+    return rows
+
+
+def _preload(settings: Settings, topic: str, rows: Sequence[Row]) -> float:
+    """Publish ``rows`` as fast as the broker takes them; return events per second."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        **client_config(settings),
+        client_id=f"{settings.app_prefix}-preload",
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
+    try:
+        started = time.perf_counter()
+        for _, key, value in rows:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        producer.close()
+
+
+# --------------------------------------------------------------------------- passthrough
+async def _passthrough_async(
+    settings: Settings, source: str, sink: str, events: int, timeout_s: float
+) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    config = client_config(settings)
+    consumer = AIOKafkaConsumer(
+        source,
+        **config,
+        group_id=f"{settings.app_prefix}-passthrough",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(**config, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        started: float | None = None
+        seen = 0
+        deliveries: list[asyncio.Future[Any]] = []
+        while seen < events:
+            if time.monotonic() > deadline:
+                raise BenchError(f"passthrough read {seen} of {events} records in {timeout_s} s")
+            batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            for records in batches.values():
+                if records and started is None:
+                    started = time.perf_counter()
+                for record in records:
+                    deliveries.append(await producer.send(sink, value=record.value, key=record.key))
+                seen += len(records)
+        await producer.flush()
+        await asyncio.gather(*deliveries)
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+        await consumer.commit()
+        return events / elapsed
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _passthrough(settings: Settings, source: str, sink: str, events: int) -> float:
+    timeout_s = _timeout(events)
+    return asyncio.run(_passthrough_async(settings, source, sink, events, timeout_s))
+
+
+# --------------------------------------------------------------------------- worker
+class WorkerProcess:
+    """One ``streamwise worker`` subprocess with its log and a peak-RSS sampler."""
+
+    def __init__(self, settings: Settings, pipeline: str) -> None:
+        self.settings = settings
+        self.log = settings.home / "worker.log"
+        self.peak_rss = 0
+        self._done = threading.Event()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-c", _WORKER_CMD, "worker", pipeline]
+        self.started = time.time()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(  # fixed argv, no shell
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_child_env(settings),
+                cwd=_REPO,
+            )
+        self._sampler = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        import psutil  # type: ignore[import-untyped]
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            while not self._done.is_set():
+                procs = [root, *root.children(recursive=True)]
+                rss = 0
+                for proc in procs:
+                    with contextlib.suppress(psutil.Error):
+                        rss += int(proc.memory_info().rss)
+                self.peak_rss = max(self.peak_rss, rss)
+                self._done.wait(_RSS_INTERVAL_S)
+        except psutil.Error:
+            return
+
+    def check_alive(self) -> None:
+        """Raise with the log's tail if the worker has exited."""
+        if self.proc.poll() is not None:
+            raise BenchError(
+                f"worker {self.settings.app_prefix} exited with {self.proc.returncode}:\n"
+                f"{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; idempotent."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _say(f"worker {self.proc.pid} ignored SIGTERM for {_STOP_GRACE_S} s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self._done.set()
+        self._sampler.join()
+
+
+# --------------------------------------------------------------------------- predictions
+class PredictionReader:
+    """Reads a predictions topic in a thread: first Kafka timestamp (ms) per ``event_id``."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.first_ms: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        try:
+            consumer = KafkaConsumer(
+                **client_config(self.settings),
+                client_id=f"{self.settings.app_prefix}-reader",
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=100,
+            )
+        except Exception as exc:
+            self._fail(exc)
+            return
+        try:
+            parts = range(self.settings.topics.partitions)
+            consumer.assign([TopicPartition(self.topic, p) for p in parts])
+            consumer.seek_to_beginning()
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=200, max_records=10_000)
+                seen = [
+                    (str(orjson.loads(r.value)["event_id"]), int(r.timestamp))
+                    for records in batches.values()
+                    for r in records
+                ]
+                if seen:
+                    with self._changed:
+                        for event_id, ms in seen:
+                            self.first_ms[event_id] = min(ms, self.first_ms.get(event_id, ms))
+                        self._changed.notify_all()
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            consumer.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._changed:
+            self._error = exc
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, worker: WorkerProcess, timeout_s: float) -> dict[str, int]:
+        """Block until ``count`` distinct events have a prediction; return a snapshot."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while len(self.first_ms) < count:
+                if self._error is not None:
+                    raise BenchError(f"reading {self.topic} failed: {self._error!r}")
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"{len(self.first_ms)} of {count} predictions on {self.topic} after "
+                        f"{timeout_s:.0f} s; worker log tail:\n{worker.log_tail()}"
+                    )
+                self._changed.wait(0.5)
+            return dict(self.first_ms)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _throughput(stamps: Sequence[int]) -> tuple[float, int]:
+    """(events/s between the first and last timestamp, the last timestamp in ms)."""
+    first, last = min(stamps), max(stamps)
+    return (len(stamps) - 1) / max((last - first) / 1000, 1e-3), last
+
+
+def _timeout(events: int, floor_rate: float = _FLOOR_RATE) -> float:
+    return max(120.0, events / floor_rate)
+
+
+def _measure_worker(
+    settings: Settings, pipeline: str, rows: Sequence[Row], floor_rate: float = _FLOOR_RATE
+) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
+    """Start a worker on pre-loaded ``rows``; return it, its reader and its throughput."""
+    worker = WorkerProcess(settings, pipeline)
+    reader = PredictionReader(settings, settings.topics.predictions)
+    try:
+        firsts = reader.wait_for(len(rows), worker, _timeout(len(rows), floor_rate))
+    except BaseException:
+        reader.close()
+        worker.stop()
+        raise
+    rate, last_ms = _throughput([firsts[str(tx_id)] for tx_id, _, _ in rows])
+    result = {"events_per_s": rate, "wall_s": last_ms / 1000 - worker.started}
+    return worker, reader, result
+
+
+# --------------------------------------------------------------------------- latency
+def _paced_send(
+    settings: Settings, rows: Sequence[Row], rate: float
+) -> tuple[dict[str, int], float]:
+    """Publish ``rows`` at ``rate`` per second; return send ms per event id and the rate."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        **client_config(settings),
+        client_id=f"{settings.app_prefix}-paced",
+        acks="all",
+        linger_ms=0,
+    )
+    sent: dict[str, int] = {}
+    try:
+        started = time.perf_counter()
+        for i, (tx_id, key, value) in enumerate(rows):
+            ahead = started + i / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            now_ms = time.time_ns() // 1_000_000
+            producer.send(settings.topics.transactions, key=key, value=value, timestamp_ms=now_ms)
+            sent[str(tx_id)] = now_ms
+        producer.flush()
+        elapsed = time.perf_counter() - started
+    finally:
+        producer.close()
+    return sent, len(rows) / elapsed
+
+
+def _measure_latency(
+    settings: Settings,
+    worker: WorkerProcess,
+    reader: PredictionReader,
+    rows: Sequence[Row],
+    rate: float,
+) -> dict[str, Any]:
+    _say(f"latency: {len(rows):,} transactions at {rate:,.0f}/s")
+    total = len(reader.first_ms) + len(rows)
+    sent, actual_rate = _paced_send(settings, rows, rate)
+    firsts = reader.wait_for(total, worker, _timeout(len(rows)))
+    latencies = np.array([firsts[tx] - ms for tx, ms in sent.items()], dtype=np.float64)
+    p50, p99 = np.percentile(latencies, [50, 99]).tolist()
+    return {
+        "rate": actual_rate,
+        "events": len(rows),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "max_ms": float(latencies.max()),
+    }
+
+
+# --------------------------------------------------------------------------- run
+def _kafka_version(settings: Settings) -> str | None:
+    if not settings.uses_local_broker:
+        return None
+    from pipelines.broker import LocalBroker
+
+    return LocalBroker(settings).version()
+
+
+def _ensure_broker(settings: Settings) -> None:
+    if settings.uses_local_broker:
+        from pipelines.broker import LocalBroker
+
+        LocalBroker(settings).start()
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def run_bench(
+    settings: Settings, pipeline: str = "transactions", events: int = 100_000
+) -> dict[str, Any]:
+    """Run every step described in the module docstring once; return the results."""
+    if pipeline != "transactions":
+        raise ValueError(f"no bench for pipeline {pipeline!r}")
+    if events < 2:
+        raise ValueError("events must be at least 2")
+    _ensure_broker(settings)
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    base = (settings.home / "bench" / run_id).resolve()
+    main = isolated_settings(settings, run_id, base / "pipeline")
+    naive = isolated_settings(settings, f"{run_id}-naive", base / "naive", batch_size=1)
+    passthrough_out = f"{run_id}-passthrough-out"
+    naive_events = min(events, max(1000, events // 10))
+    _say(f"run {run_id}: {events:,} events, state in {base}")
+    ok = False
+    try:
+        _create_topics(main, [passthrough_out])
+        _create_topics(naive)
+        rows = _simulated_rows(events + events // 2)
+        loaded, spare = rows[:events], rows[events:]
+        produce_rate = _preload(main, main.topics.transactions, loaded)
+        _say(f"pre-loaded {events:,} transactions at {produce_rate:,.0f}/s")
+        _preload(naive, naive.topics.transactions, rows[:naive_events])
+
+        passthrough_rate = _passthrough(main, main.topics.transactions, passthrough_out, events)
+        _say(f"raw passthrough: {passthrough_rate:,.0f} events/s")
+
+        _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
+        worker, reader, measured = _measure_worker(main, pipeline, loaded)
+        try:
+            _say(f"pipeline worker: {measured['events_per_s']:,.0f} events/s")
+            half = measured["events_per_s"] / 2
+            count = max(1, min(events // 2, int(half * _LATENCY_SECONDS)))
+            latency = _measure_latency(main, worker, reader, spare[:count], half)
+        finally:
+            reader.close()
+            worker.stop()
+        measured["peak_rss_mib"] = worker.peak_rss / _MIB
+        measured["batch_size"] = main.worker.batch_size
+        _say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
+
+        _say(f"naive worker {naive.app_prefix} (batch 1, {naive_events:,} events)")
+        naive_worker, naive_reader, naive_measured = _measure_worker(
+            naive, pipeline, rows[:naive_events], _NAIVE_FLOOR_RATE
+        )
+        naive_reader.close()
+        naive_worker.stop()
+        _say(f"naive worker: {naive_measured['events_per_s']:,.0f} events/s")
+        ok = True
+    finally:
+        _delete_topics(settings, run_id)
+        if ok:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            _say(f"kept {base} (worker logs) for inspection")
+
+    worker_rate = float(measured["events_per_s"])
+    naive_rate = float(naive_measured["events_per_s"])
+    return {
+        "pipeline": pipeline,
+        "events": events,
+        "partitions": settings.topics.partitions,
+        "kafka_version": _kafka_version(settings),
+        "produce_rate": produce_rate,
+        "passthrough": {"events_per_s": passthrough_rate},
+        "worker": measured,
+        "naive": {"events": naive_events, "events_per_s": naive_rate},
+        "latency": latency,
+        "ratios": {
+            "worker_vs_passthrough": _ratio(worker_rate, passthrough_rate),
+            "naive_vs_passthrough": _ratio(naive_rate, passthrough_rate),
+            "worker_vs_naive": _ratio(worker_rate, naive_rate),
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+# --------------------------------------------------------------------------- report
+def format_report(report: dict[str, Any]) -> str:
+    """A readable, aligned table of ``run_bench``'s result."""
+    w, n, lat, r = report["worker"], report["naive"], report["latency"], report["ratios"]
+    m = report["machine"]
+    kafka = report["kafka_version"] or "(external cluster)"
+    throughput = [
+        ("produce (pre-load, kafka-python)", report["produce_rate"], None),
+        ("raw passthrough (aiokafka)", report["passthrough"]["events_per_s"], 1.0),
+        (
+            f"pipeline worker (batch {w.get('batch_size', '?')})",
+            w["events_per_s"],
+            r["worker_vs_passthrough"],
+        ),
+        (
+            f"naive worker (batch 1, {n['events']:,} events)",
+            n["events_per_s"],
+            r["naive_vs_passthrough"],
+        ),
+    ]
+    width = max(len(label) for label, _, _ in throughput)
+    lines = [
+        f"streamwise bench: {report['pipeline']}, {report['events']:,} events, "
+        f"{report['partitions']} partitions, Kafka {kafka}",
+        f"machine: {m['cpus']} CPUs, Python {m['python']}",
+        "",
+        f"  {'throughput':<{width}}  {'events/s':>10}  {'vs passthrough':>14}",
+    ]
+    for label, rate, ratio in throughput:
+        shown = "" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"  {label:<{width}}  {rate:>10,.0f}  {shown:>14}")
+    details = [
+        ("pipeline worker vs naive", f"{r['worker_vs_naive']:.2f}x"),
+        ("pipeline worker wall time", f"{w['wall_s']:,.1f} s (start to last prediction)"),
+        ("pipeline worker peak RSS", f"{w['peak_rss_mib']:,.1f} MiB (with children)"),
+        (
+            "latency load",
+            f"{lat['events']:,} events paced at {lat['rate']:,.0f}/s (half the worker's rate)",
+        ),
+        (
+            "latency p50 / p99 / max",
+            f"{lat['p50_ms']:,.0f} / {lat['p99_ms']:,.0f} / {lat['max_ms']:,.0f} ms",
+        ),
+    ]
+    dwidth = max(len(label) for label, _ in details)
+    lines += ["", *(f"  {label:<{dwidth}}  {value}" for label, value in details), ""]
+    lines.append(
+        "Numbers from one run on this machine (broker and bench on the same host); "
+        "compare them, don't quote them."
+    )
+    return "\n".join(lines)
