@@ -1,7 +1,7 @@
 """A real Apache Kafka broker for the integration suite, and workers as real processes.
 
-The session starts the project's own local broker (KRaft, loopback, ports 29092/29093 so a
-developer's broker on the default ports is left alone) unless ``STREAMWISE_TEST_BROKER``
+The session starts the project's own local broker (KRaft, loopback, on free ports so a
+developer's broker and other test sessions are left alone) unless ``STREAMWISE_TEST_BROKER``
 names a running one. Each test gets unique topics, consumer groups, state and web port.
 """
 
@@ -43,8 +43,8 @@ def broker_settings() -> Iterator[Settings]:
         yield Settings(broker=external)
         return
     settings = Settings(
-        home=ROOT / ".streamwise" / "test",
-        local_broker=LocalBrokerSettings(port=29092, controller_port=29093),
+        home=ROOT / ".streamwise" / f"test-{os.getpid()}",
+        local_broker=LocalBrokerSettings(port=_free_port(), controller_port=_free_port()),
     )
     broker = LocalBroker(settings)
     broker.stop()
@@ -54,6 +54,7 @@ def broker_settings() -> Iterator[Settings]:
         yield settings
     finally:
         broker.stop()
+        shutil.rmtree(settings.home, ignore_errors=True)
 
 
 def _free_port() -> int:
