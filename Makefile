@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup prereqs assets check test test-fast demo bench broker-start broker-stop clean
+.PHONY: help setup prereqs assets check test test-fast demo demo-audio demo-video bench broker-start broker-stop clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ test-fast: $(STAMP) ## Unit, property and pipeline tests only (no broker)
 
 demo: $(STAMP) assets ## Local broker + worker + simulator at a watchable rate; alerts live (Ctrl-C stops)
 	@bash deploy/demo.sh
+
+demo-audio: $(STAMP) assets ## Local broker + audio worker + real speech and sounds streamed; alerts live (Ctrl-C stops)
+	@bash deploy/demo-audio.sh
+
+demo-video: $(STAMP) assets ## Local broker + video worker + two real clips streamed; detections and alerts live (Ctrl-C stops)
+	@bash deploy/demo-video.sh
 
 bench: $(STAMP) ## Throughput, latency and RSS through the real broker vs a raw passthrough
 	$(BIN)/streamwise broker start

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SW=.venv/bin/streamwise
-RATE=${DEMO_RATE:-2000}
+RATE=${DEMO_RATE:-1000}
 export STREAMWISE_HOME=${STREAMWISE_HOME:-.streamwise}
 mkdir -p "$STREAMWISE_HOME"
 pids=()

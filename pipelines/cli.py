@@ -337,5 +337,14 @@ def bench_transactions(events: int, as_json: bool) -> None:
         click.echo(format_report(report))
 
 
+from pipelines.cli_audio import bench_audio, produce_audio  # noqa: E402
+from pipelines.cli_video import bench_video, produce_video  # noqa: E402
+
+produce.add_command(produce_audio)
+bench.add_command(bench_audio)
+produce.add_command(produce_video)
+bench.add_command(bench_video)
+
+
 if __name__ == "__main__":
     main()

@@ -25,11 +25,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     t = settings.topics
     retention = str(t.retention_hours * _HOUR_MS)
     keep = {"retention.ms": retention}
+    frames = {"retention.ms": str(_HOUR_MS), "max.message.bytes": "8388608"}
     return [
         TopicSpec(t.transactions, t.partitions, keep, "transaction/1, key customer_id"),
         TopicSpec(t.transaction_labels, t.partitions, keep, "transaction-label/1, key customer_id"),
         TopicSpec(t.predictions, t.partitions, keep, "prediction/1, key entity"),
         TopicSpec(t.alerts, t.partitions, keep, "alert/1, key entity"),
+        TopicSpec(t.audio_chunks, t.partitions, keep, "audio-chunk/1 (binary), key stream_id"),
+        TopicSpec(t.video_frames, t.partitions, frames, "video-frame/1, key camera_id"),
+        TopicSpec(t.video_anonymized, t.partitions, frames, "video-frame/1 with faces blurred"),
         TopicSpec(
             t.dead_letters,
             t.partitions,

@@ -15,6 +15,9 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.audio_settings import AudioSettings
+from pipelines.video_settings import VideoSettings
+
 __all__ = [
     "LocalBrokerSettings",
     "SecuritySettings",
@@ -37,6 +40,9 @@ class TopicSettings(BaseModel):
     predictions: str = "predictions"
     alerts: str = "alerts"
     dead_letters: str = "dead-letters"
+    audio_chunks: str = "audio-chunks"
+    video_frames: str = "video-frames"
+    video_anonymized: str = "video-anonymized"
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     retention_hours: int = Field(default=24 * 7, ge=1)
@@ -118,6 +124,8 @@ class Settings(BaseSettings):
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
     worker: WorkerSettings = WorkerSettings()
     transactions: TransactionSettings = TransactionSettings()
+    audio: AudioSettings = AudioSettings()
+    video: VideoSettings = VideoSettings()
 
     @field_validator("broker")
     @classmethod

@@ -30,8 +30,9 @@ from pipelines.deadletters import DeadLetterSink
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs, Outputs
 from pipelines.settings import Settings
+from pipelines.steps import guarded, split_events
 from processors.customer_stats import CustomerStats, explain
-from processors.schemas import Alert, Prediction, Rejected, Transaction, decode_transaction, encode
+from processors.schemas import Alert, Prediction, Transaction, decode_transaction, encode
 
 __all__ = ["PIPELINE", "STEP", "BatchScorer", "ScoreTransactions", "TransactionsPipeline", "build"]
 
@@ -49,27 +50,6 @@ class BatchScorer(Protocol):
     def version(self) -> str: ...
 
     def predict_batch(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
-
-
-def split_valid(
-    events: Sequence[Any], max_bytes: int
-) -> tuple[list[tuple[Any, Transaction]], list[tuple[Any, Rejected]]]:
-    """Decode a batch: ``(event, transaction)`` pairs and ``(event, why)`` rejections."""
-    valid: list[tuple[Any, Transaction]] = []
-    rejected: list[tuple[Any, Rejected]] = []
-    for event in events:
-        raw = event.message.value
-        if not isinstance(raw, bytes) or not raw:
-            rejected.append((event, Rejected("empty", "message has no value")))
-        elif len(raw) > max_bytes:
-            rejected.append((event, Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")))
-        else:
-            decoded = decode_transaction(raw)
-            if isinstance(decoded, Rejected):
-                rejected.append((event, decoded))
-            else:
-                valid.append((event, decoded))
-    return valid, rejected
 
 
 class ScoreTransactions:
@@ -94,17 +74,13 @@ class ScoreTransactions:
 
     async def __call__(self, events: Sequence[Any]) -> None:
         """Handle a batch; an unexpected failure dead-letters the batch instead of crashing."""
-        try:
-            await self.handle(events)
-        except Exception as exc:  # a bug or a model failure: keep the bytes, keep running
-            log.exception("[%s] batch of %d failed; sending it to dead-letters", STEP, len(events))
-            detail = f"{type(exc).__name__}: {exc}"[:500]
-            for event in events:
-                await self.dead.send(event, STEP, "processing_error", detail)
+        await guarded(STEP, events, self.handle, self.dead)
 
     async def handle(self, events: Sequence[Any]) -> None:
         started = perf_counter()
-        valid, rejected = split_valid(events, self.settings.worker.max_event_bytes)
+        valid, rejected = split_events(
+            events, self.settings.worker.max_event_bytes, lambda raw, _key: decode_transaction(raw)
+        )
         for event, why in rejected:
             await self.dead.send(event, STEP, why.reason, why.detail)
         befores: list[CustomerStats] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import faust
-
-from pipelines.app import create_app
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:  # importing faust parses sys.argv (``--loop``, ``--datadir``): only on use
+    import faust
 
 __all__ = ["PIPELINES", "build_app", "run_worker"]
 
@@ -21,8 +22,22 @@ def _build_transactions(app: faust.App, settings: Settings) -> object:
     return transactions.build(app, settings)
 
 
+def _build_audio(app: faust.App, settings: Settings) -> object:
+    from pipelines import audio
+
+    return audio.build(app, settings)
+
+
+def _build_video(app: faust.App, settings: Settings) -> object:
+    from pipelines import video
+
+    return video.build(app, settings)
+
+
 PIPELINES: dict[str, Callable[[faust.App, Settings], object]] = {
     "transactions": _build_transactions,
+    "audio": _build_audio,
+    "video": _build_video,
 }
 
 
@@ -30,6 +45,8 @@ def build_app(settings: Settings, pipeline: str) -> faust.App:
     """The Faust app of ``pipeline`` with its agents declared."""
     if pipeline not in PIPELINES:
         raise KeyError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+    from pipelines.app import create_app
+
     app = create_app(settings, pipeline)
     PIPELINES[pipeline](app, settings)
     return app
@@ -51,6 +68,8 @@ def run_worker(settings: Settings, pipeline: str) -> None:
     """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
     _ensure_topics(settings)
     app = build_app(settings, pipeline)
+    import faust
+
     worker = faust.Worker(app, loglevel=settings.worker.loglevel, quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
     # that made every per-message debug call in aiokafka and Faust build a log record.

@@ -79,6 +79,9 @@ def settings(broker_settings: Settings, tmp_path: Path) -> Settings:
                 "predictions",
                 "alerts",
                 "dead_letters",
+                "audio_chunks",
+                "video_frames",
+                "video_anonymized",
             )
         }
         | {"partitions": 3}

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from click import Group
 
+from pipelines.audio_settings import AudioSettings
 from pipelines.cli import main
 from pipelines.settings import SecuritySettings, Settings
+from pipelines.video_settings import VideoSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def all_variables() -> set[str]:
     names = set(Settings().to_env()) | {"STREAMWISE_BROKER"}
     names |= {f"STREAMWISE_SECURITY__{f.upper()}" for f in SecuritySettings.model_fields}
+    names |= {f"STREAMWISE_VIDEO__{f.upper()}" for f in VideoSettings.model_fields}
+    names |= {f"STREAMWISE_AUDIO__{f.upper()}" for f in AudioSettings.model_fields}
     return names
 
 
@@ -28,7 +32,7 @@ def test_every_documented_setting_exists() -> None:
     import re
 
     guide = (ROOT / "docs" / "operations.md").read_text()
-    documented = set(re.findall(r"^\| `(STREAMWISE_[A-Z_]+)`", guide, flags=re.M))
+    documented = set(re.findall(r"^\| `(STREAMWISE_[A-Z0-9_]+)`", guide, flags=re.M))
     assert documented == all_variables()
 
 

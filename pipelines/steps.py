@@ -1,0 +1,60 @@
+"""What every batch step shares: decoding a batch into good events and rejections, and a
+guard that turns an unexpected failure into dead letters instead of a crashed agent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from pipelines.deadletters import DeadLetterSink
+from processors.schemas import Rejected
+
+__all__ = ["guarded", "split_events"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def split_events(
+    events: Sequence[Any], max_bytes: int, decode: Callable[[bytes, Any], T | Rejected]
+) -> tuple[list[tuple[Any, T]], list[tuple[Any, Rejected]]]:
+    """``(event, decoded)`` pairs and ``(event, why)`` rejections, in input order.
+
+    Empty and oversized values are rejected before ``decode(value, key)`` sees them.
+    """
+    valid: list[tuple[Any, T]] = []
+    rejected: list[tuple[Any, Rejected]] = []
+    for event in events:
+        raw = event.message.value
+        if not isinstance(raw, bytes) or not raw:
+            rejected.append((event, Rejected("empty", "message has no value")))
+        elif len(raw) > max_bytes:
+            rejected.append((event, Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")))
+        else:
+            decoded = decode(raw, event.message.key)
+            if isinstance(decoded, Rejected):
+                rejected.append((event, decoded))
+            else:
+                valid.append((event, decoded))
+    return valid, rejected
+
+
+async def guarded(
+    step: str,
+    events: Sequence[Any],
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+    dead: DeadLetterSink,
+) -> None:
+    """Run ``handle(events)``; if it raises (a bug, a failing model), dead-letter the batch.
+
+    The events keep their original bytes in ``dead-letters`` with reason ``processing_error``
+    and the exception as detail, and the worker goes on with the next batch.
+    """
+    try:
+        await handle(events)
+    except Exception as exc:
+        log.exception("[%s] batch of %d failed; sending it to dead-letters", step, len(events))
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        for event in events:
+            await dead.send(event, step, "processing_error", detail)

@@ -1,0 +1,74 @@
+"""One stream's samples cut two ways: VAD frames with context, and overlapping windows.
+
+Silero VAD reads 512 new samples per call, preceded by the last 64 samples of the previous
+frame (its context); analysis windows (0.96 s every 0.48 s by default) feed the features,
+the anomaly detector and a classifier. Sample indices count from the stream's first sample,
+so a window or a frame can be named by where it starts.
+
+>>> import numpy as np
+>>> buf = StreamBuffer(window=8, hop=4, frame=4, context=2)
+>>> buf.append(np.arange(10, dtype=np.float32))
+>>> start, frames = buf.take_frames()
+>>> start, frames.tolist()
+(0, [[0.0, 0.0, 0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+>>> [(s, w.tolist()) for s, w in buf.take_windows()]
+[(0, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["StreamBuffer"]
+
+Samples = npt.NDArray[np.float32]
+
+
+class StreamBuffer:
+    """Pending samples of one stream; frames and windows are taken as soon as complete."""
+
+    def __init__(self, window: int, hop: int, frame: int = 512, context: int = 64) -> None:
+        if not 0 < hop <= window:
+            raise ValueError("need 0 < hop <= window")
+        self.window, self.hop, self.frame, self.context = window, hop, frame, context
+        self.total = 0  # samples appended so far
+        self._frame_buf = np.zeros(context, dtype=np.float32)  # context + samples not framed
+        self._framed = 0  # samples already cut into frames
+        self._win_buf = np.zeros(0, dtype=np.float32)
+        self._win_start = 0
+
+    def append(self, samples: Samples) -> None:
+        samples = np.asarray(samples, dtype=np.float32)
+        self.total += len(samples)
+        self._frame_buf = np.concatenate([self._frame_buf, samples])
+        self._win_buf = np.concatenate([self._win_buf, samples])
+
+    def take_frames(self) -> tuple[int, Samples]:
+        """``(start sample of the first, [k, context + frame])`` for every complete frame."""
+        count = (len(self._frame_buf) - self.context) // self.frame
+        start = self._framed
+        step = self.frame
+        idx = np.arange(self.context + step)[None, :] + step * np.arange(count)[:, None]
+        frames = self._frame_buf[idx] if count else np.zeros((0, self.context + step), np.float32)
+        used = count * step
+        self._frame_buf = self._frame_buf[used:]
+        self._framed += used
+        return start, frames
+
+    @property
+    def next_window_start(self) -> int:
+        """Sample index where the next window will start."""
+        return self._win_start
+
+    def take_windows(self) -> list[tuple[int, Samples]]:
+        """``(start sample, window)`` for every complete window, in order."""
+        out: list[tuple[int, Samples]] = []
+        offset = 0
+        while len(self._win_buf) - offset >= self.window:
+            out.append((self._win_start, self._win_buf[offset : offset + self.window].copy()))
+            offset += self.hop
+            self._win_start += self.hop
+        if offset:
+            self._win_buf = self._win_buf[offset:]
+        return out
