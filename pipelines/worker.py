@@ -67,6 +67,12 @@ def _ensure_topics(settings: Settings) -> None:
 def run_worker(settings: Settings, pipeline: str) -> None:
     """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
     _ensure_topics(settings)
+    if settings.processing_guarantee == "exactly_once":
+        log.warning(
+            "exactly_once: Faust commits offsets in Kafka transactions, but predictions, alerts"
+            " and dead letters are still written outside them; after a crash some may repeat"
+            " (see docs/operations.md, 'Delivery guarantees')"
+        )
     app = build_app(settings, pipeline)
     import faust
 
