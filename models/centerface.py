@@ -53,8 +53,13 @@ class CenterFace:
         self.path = path
         self.version = f"{MODEL_NAME}@{(sha256 or sha256_of(path))[:12]}"
         options = ort.SessionOptions()
+        # A worker is meant to use one core: one intra-op thread (no pool, so no spinning),
+        # no inter-op parallelism, nodes run in order, every graph optimization on.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # the file lists its initializers as inputs: noisy
         serialized = dynamic_model(onnx.load(str(path))).SerializeToString()
         self.session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])

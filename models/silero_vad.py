@@ -50,6 +50,7 @@ class SileroVad:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one core per worker
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.version = f"silero-vad/{pinned.version}"
         self._sr = np.array(RATE, dtype=np.int64)

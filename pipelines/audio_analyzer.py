@@ -24,7 +24,14 @@ from models.sound_classifier import SoundClassifier
 from pipelines.audio_settings import AudioSettings
 from processors.audio_codec import AudioChunk, to_mono_float
 from processors.audio_events import LevelWatch, SoundEvent, SpeechTracker
-from processors.audio_features import FEATURE_NAMES, LogMel, window_features
+from processors.audio_features import (
+    FEATURE_NAMES,
+    FrameCache,
+    LogMel,
+    shared_window_stats,
+    stats_features,
+    stats_log_mels,
+)
 from processors.audio_windows import StreamBuffer
 from processors.reassembly import Reassembler
 
@@ -83,6 +90,7 @@ class StreamState:
         self.reassembler = Reassembler(conf.reorder_chunks)
         self.buffer = StreamBuffer(window, hop, FRAME, CONTEXT)
         self.vad_state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self.spectra = FrameCache()  # STFT frame statistics shared by overlapping windows
         self.probs: deque[tuple[int, float]] = deque()  # (frame start, speech probability)
         self.speech = SpeechTracker(
             conf.speech_threshold,
@@ -215,8 +223,14 @@ class AudioAnalyzer:
         if not taken:
             return
         windows = np.stack([w for _, _, w in taken])
-        features, mels = window_features(windows, self.logmel, self.conf.clip_level)
-        classes = self._classify(mels)
+        stats = shared_window_stats(
+            [self.streams[sid].spectra for sid, _, _ in taken],
+            [start for _, start, _ in taken],
+            windows,
+            self.logmel,
+        )
+        features = stats_features(windows, stats, self.logmel, self.conf.clip_level)
+        classes = self._classify(stats)
         hop = round(self.conf.hop_s * RATE)
         for i, (sid, start, window) in enumerate(taken):
             state = self.streams[sid]
@@ -268,11 +282,12 @@ class AudioAnalyzer:
             keep_from = state.buffer.next_window_start
             while state.probs and state.probs[0][0] < keep_from:
                 state.probs.popleft()
+            state.spectra.forget_before(keep_from, self.logmel.step)
 
-    def _classify(self, mels: Array) -> list[dict[str, float]]:
+    def _classify(self, stats: npt.NDArray[np.float64]) -> list[dict[str, float]]:
         if self.classifier is None:
             return []
-        scores = self.classifier.predict_batch(mels)
+        scores = self.classifier.predict_batch(stats_log_mels(stats, self.logmel))
         names = self.classifier.classes
         top = np.argsort(-scores, axis=1)[:, : self.conf.classifier_top]
         return [

@@ -4,8 +4,9 @@ Frames are the real ``carphone`` clip scaled to 640x480 and JPEG-encoded once, s
 ``cameras`` cameras. Every measurement in one run, on the same frames:
 
 1. *Standalone*: in this process, pinned to one core, no Kafka and no Faust: decode + face
-   detection (batches of ``video.batch_size``), then the worker's whole analysis
-   (decode, features, detection) the same way. The first is the baseline of the issue.
+   detection (batches of ``video.batch_size``; decoded as the worker does, at half size
+   when that suffices), then the worker's whole analysis (decode, features, detection) the
+   same way. The first is the baseline of the issue.
 2. *Worker, detection on every frame*: the real ``streamwise worker video`` subprocess,
    pinned to one core, in complete mode with motion gating off, works through the
    pre-loaded frames; its rate comes from the Kafka timestamps of its first and last
@@ -48,7 +49,13 @@ from pipelines.kafka import client_config
 from pipelines.settings import Settings
 from pipelines.video import load_detector
 from processors.face_boxes import detect_faces
-from processors.frame_analysis import AnalysisConfig, CameraMemory, analyze_frames, decode_image
+from processors.frame_analysis import (
+    AnalysisConfig,
+    CameraMemory,
+    analyze_frames,
+    decode_image,
+    reduction,
+)
 from processors.schemas import Rejected
 from processors.video_frames import VideoFrame, encode_frame
 
@@ -102,8 +109,11 @@ def _standalone(settings: Settings, frames: Sequence[VideoFrame]) -> dict[str, f
     size = v.batch_size
     batches = [frames[i : i + size] for i in range(0, len(frames), size)]
 
+    config = AnalysisConfig(v.detect_width, v.detect_height, v.face_threshold, False)
+
     def decode(frame: VideoFrame) -> np.ndarray[Any, np.dtype[np.uint8]]:
-        image = decode_image(frame)
+        # as the worker decodes: at reduced size when features and detector allow it
+        image = decode_image(frame, reduction(frame, config))
         if isinstance(image, Rejected):
             raise BenchError(f"bench frame does not decode: {image.detail}")
         return image
@@ -114,7 +124,6 @@ def _standalone(settings: Settings, frames: Sequence[VideoFrame]) -> dict[str, f
         images = [decode(f) for f in batch]
         detect_faces(model, images, v.detect_width, v.detect_height, v.face_threshold)
     decode_detect = len(frames) / (time.perf_counter() - started)
-    config = AnalysisConfig(v.detect_width, v.detect_height, v.face_threshold, False)
     memory: dict[str, CameraMemory] = {}
     started = time.perf_counter()
     for batch in batches:

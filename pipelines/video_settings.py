@@ -22,8 +22,8 @@ class VideoSettings(BaseModel):
     detector_path: Path | None = None
     detector_checksum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     detector_threads: int = Field(default=1, ge=1, le=64)
-    detect_width: int = Field(default=320, ge=32, le=4096, multiple_of=32)
-    detect_height: int = Field(default=256, ge=32, le=4096, multiple_of=32)
+    detect_width: int = Field(default=256, ge=32, le=4096, multiple_of=32)
+    detect_height: int = Field(default=192, ge=32, le=4096, multiple_of=32)
     face_threshold: float = Field(default=0.5, gt=0, lt=1)
     face_zone: list[float] | None = Field(default=None, min_length=4, max_length=4)
     motion_gating: bool = True

@@ -37,15 +37,24 @@ class StreamBuffer:
         self._framed = 0  # samples already cut into frames
         self._win_buf = np.zeros(0, dtype=np.float32)
         self._win_start = 0
+        self._pending: list[Samples] = []  # appended, not yet joined to both buffers
 
     def append(self, samples: Samples) -> None:
+        """Add samples; they are joined to the buffers when frames or windows are taken,
+        once per micro-batch instead of once per chunk (each join copies the window buffer)."""
         samples = np.asarray(samples, dtype=np.float32)
         self.total += len(samples)
-        self._frame_buf = np.concatenate([self._frame_buf, samples])
-        self._win_buf = np.concatenate([self._win_buf, samples])
+        self._pending.append(samples)
+
+    def _join(self) -> None:
+        if self._pending:
+            self._frame_buf = np.concatenate([self._frame_buf, *self._pending])
+            self._win_buf = np.concatenate([self._win_buf, *self._pending])
+            self._pending = []
 
     def take_frames(self) -> tuple[int, Samples]:
         """``(start sample of the first, [k, context + frame])`` for every complete frame."""
+        self._join()
         count = (len(self._frame_buf) - self.context) // self.frame
         start = self._framed
         step = self.frame
@@ -63,6 +72,7 @@ class StreamBuffer:
 
     def take_windows(self) -> list[tuple[int, Samples]]:
         """``(start sample, window)`` for every complete window, in order."""
+        self._join()
         out: list[tuple[int, Samples]] = []
         offset = 0
         while len(self._win_buf) - offset >= self.window:

@@ -29,6 +29,25 @@ class BatchModel(Protocol):
     def predict_batch(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 
 
+def _fit(image: Image, width: int, height: int) -> tuple[Image, float]:
+    """``image`` scaled (aspect kept) to fit ``width`` x ``height``, and the scale."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) == (w, h):
+        return image, scale
+    # Area averaging where it matters (shrinking by more than half); bilinear is 4x cheaper
+    # and alias-free enough above that (a reduced-decoded 320x240 frame to 256x192).
+    method = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(image, (new_w, new_h), interpolation=method), np.uint8), scale
+
+
+def _into(blob: npt.NDArray[np.float32], fitted: Image) -> None:
+    """Copy BGR ``fitted`` into the top left of the CHW RGB float ``blob`` (rest stays 0)."""
+    h, w = fitted.shape[:2]
+    blob[::-1, :h, :w] = fitted.transpose(2, 0, 1)  # BGR to RGB by reversing the channels
+
+
 def letterbox(image: Image, width: int, height: int) -> tuple[npt.NDArray[np.float32], float]:
     """A BGR frame scaled to fit ``width`` x ``height`` (aspect kept, zero padded), as CHW RGB.
 
@@ -36,13 +55,10 @@ def letterbox(image: Image, width: int, height: int) -> tuple[npt.NDArray[np.flo
     >>> blob.shape, scale
     ((3, 256, 320), 0.5)
     """
-    h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[:new_h, :new_w] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-    return canvas.transpose(2, 0, 1).astype(np.float32), scale
+    fitted, scale = _fit(image, width, height)
+    blob = np.zeros((3, height, width), np.float32)
+    _into(blob, fitted)
+    return blob, scale
 
 
 def nms(boxes: Boxes, iou: float) -> npt.NDArray[np.intp]:
@@ -92,8 +108,13 @@ def detect_faces(
     """Faces ``[k, 5]`` per BGR frame, in that frame's pixels, from one batched model call."""
     if not frames:
         return []
-    blobs, scales = zip(*(letterbox(f, width, height) for f in frames), strict=True)
-    heads = model.predict_batch(np.stack(blobs))
+    batch = np.zeros((len(frames), 3, height, width), np.float32)
+    scales = []
+    for blob, frame in zip(batch, frames, strict=True):
+        fitted, scale = _fit(frame, width, height)
+        _into(blob, fitted)
+        scales.append(scale)
+    heads = model.predict_batch(batch)
     found = []
     for frame, head, scale in zip(frames, heads, scales, strict=True):
         boxes = decode_heads(head, threshold)

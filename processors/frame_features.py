@@ -68,11 +68,17 @@ def frame_features(
 ) -> tuple[FrameFeatures, Gray]:
     """Features of a BGR (or gray) frame and its blurred thumbnail, for the next frame's motion."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    analysis = cv2.resize(gray, ANALYSIS_SIZE, interpolation=cv2.INTER_AREA)
+    if gray.shape[1::-1] == ANALYSIS_SIZE:  # e.g. a 640x480 JPEG decoded at half size
+        analysis = gray
+    else:
+        analysis = cv2.resize(gray, ANALYSIS_SIZE, interpolation=cv2.INTER_AREA)
     small = cv2.resize(analysis, THUMB_SIZE, interpolation=cv2.INTER_AREA)
     thumb = np.asarray(cv2.GaussianBlur(small, (5, 5), 0), dtype=np.uint8)
     mean, std = cv2.meanStdDev(analysis)
-    sharpness = float(cv2.Laplacian(analysis, cv2.CV_64F).var())
+    # The 3x3 Laplacian of 8-bit pixels fits in int16 (|v| <= 4 * 255): no float64 image; its
+    # variance is the square of its standard deviation, which OpenCV sums in double.
+    _, lap_std = cv2.meanStdDev(cv2.Laplacian(analysis, cv2.CV_16S))
+    sharpness = float(lap_std[0, 0]) ** 2
     hist = cv2.calcHist([thumb], [0], None, [HIST_BINS], [0, 256]).ravel()
     histogram: Histogram = (hist / max(float(hist.sum()), 1.0)).astype(np.float32)
     features = FrameFeatures(

@@ -17,6 +17,7 @@ from pipelines.metrics import StepMetrics
 from pipelines.outputs import RecordingOutputs
 from pipelines.settings import Settings
 from processors.audio_codec import AudioChunk, encode_chunk
+from processors.audio_features import FEATURE_NAMES, LogMel, window_features
 from processors.schemas import decode_dead_letter
 from tests.audio_media import padded, vad_path
 from tests.pipelines.fakes import FakeEvent, FakeMessage
@@ -172,3 +173,38 @@ def test_a_failing_analysis_dead_letters_the_batch_instead_of_crashing(home: Pat
     letters = [decode_dead_letter(s.value) for s in out.on("dead-letters")]
     assert [getattr(d, "reason", None) for d in letters] == ["processing_error"] * 2
     assert "VAD session lost" in getattr(letters[0], "detail", "")
+
+
+def test_shared_frames_leave_every_windows_features_as_computed_alone() -> None:
+    """Windows reuse their stream's STFT frames across batches; the features must not notice."""
+    conf = Settings().audio
+    window, hop = round(conf.window_s * 16000), round(conf.hop_s * 16000)
+    rng = np.random.default_rng(5)
+    t = np.arange(5 * 16000) / 16000
+    streams = {
+        "tone": (0.3 * np.sin(2 * np.pi * 440 * t * (1 + t / 10))).astype(np.float32),
+        "noise": (rng.normal(0, 0.05, len(t)) * (1 + np.sin(3 * t))).astype(np.float32),
+    }
+    pcm = {sid: chunked((x * 32767).astype(np.int16), 1600) for sid, x in streams.items()}
+    for per_batch in (1, 3, 7):  # 0.1 s to 0.7 s per stream per batch: 0 to 2 windows each
+        analyzer = AudioAnalyzer(conf, vad())
+        got = []
+        for k in range(0, len(pcm["tone"]), per_batch):
+            chunks = [
+                AudioChunk(sid, i, 16000, 1, "int16", 0, pcm[sid][i])
+                for i in range(k, min(k + per_batch, len(pcm["tone"])))
+                for sid in pcm
+            ]
+            got += analyzer.process(chunks, 0.0).windows
+        assert len(got) == 2 * ((len(t) - window) // hop + 1)
+        for result in got:
+            samples = (
+                np.concatenate([np.frombuffer(c, np.int16) for c in pcm[result.stream_id]]).astype(
+                    np.float32
+                )
+                / 32768
+            )
+            start = result.index * hop
+            alone, _ = window_features(samples[start : start + window][None], LogMel())
+            computed = [result.features[name] for name in FEATURE_NAMES]
+            np.testing.assert_allclose(computed, alone[0], rtol=0, atol=1e-6)

@@ -59,7 +59,11 @@ def count(metrics: StepMetrics, outcome: str) -> float:
 
 
 def test_one_prediction_per_frame_with_faces_across_two_cameras(home: Path) -> None:
-    step, out, _ = make_step(home, motion_gating=False, mode="complete")
+    # 320x256, not the default 256x192: the cyclist's face (24x31 px of a 640x272 frame) is
+    # ~12 px at that scale and below the smaller default's reach (see docs/operations.md).
+    step, out, _ = make_step(
+        home, motion_gating=False, mode="complete", detect_width=320, detect_height=256
+    )
     car = clip("carphone.mp4")
     street = clip("bikes.mp4")
     batch = [frame_event("car", i, car[i], offset=i) for i in range(0, 12, 3)]
@@ -166,3 +170,98 @@ def test_a_camera_that_stops_sending_raises_camera_silent_once(home: Path) -> No
     [alert] = sent(out, "alerts")[-1:]
     assert alert["kind"] == "camera_silent"
     assert alert["entity"] == "camera:a"
+
+
+# 640x480 frames: the analysis decodes the JPEGs at half size (see frame_analysis.reduction).
+
+
+def vga(i: int) -> np.ndarray:
+    return np.asarray(cv2.resize(clip("carphone.mp4")[i], (640, 480)), np.uint8)
+
+
+def vga_frame(n: int, image: np.ndarray, width: int = 640, height: int = 480) -> VideoFrame:
+    return VideoFrame("a", n, NOW, "jpeg", width, height, jpeg(image))
+
+
+def test_reduced_decoding_is_chosen_for_large_jpegs_only() -> None:
+    from processors.frame_analysis import AnalysisConfig, reduction
+
+    config = AnalysisConfig(256, 192)
+    assert reduction(vga_frame(0, vga(0)), config) == 2
+    assert reduction(VideoFrame("a", 0, NOW, "jpeg", 1280, 960, b""), config) == 4
+    assert reduction(VideoFrame("a", 0, NOW, "png", 640, 480, b""), config) == 1
+    assert reduction(VideoFrame("a", 0, NOW, "jpeg", 640, 272, b""), config) == 1  # 136 < 240
+    assert reduction(VideoFrame("a", 0, NOW, "jpeg", 642, 480, b""), config) == 2
+    assert reduction(VideoFrame("a", 0, NOW, "jpeg", 645, 480, b""), config) == 1  # odd width
+    assert reduction(vga_frame(0, vga(0)), AnalysisConfig(640, 480)) == 1  # detector wants all
+
+
+def test_jpeg_size_reads_baseline_and_progressive_headers() -> None:
+    from processors.frame_analysis import jpeg_size
+
+    image = vga(0)[:, :637]
+    plain = jpeg(image)
+    ok, progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    assert jpeg_size(plain) == (637, 480)
+    assert jpeg_size(progressive.tobytes()) == (637, 480)
+    assert jpeg_size(plain[:20]) is None
+    assert jpeg_size(b"\x89PNG\r\n\x1a\n") is None
+
+
+def test_faces_of_a_half_size_decode_are_in_the_whole_frames_pixels() -> None:
+    from processors.face_boxes import detect_faces
+    from processors.frame_analysis import AnalysisConfig, Analyzed, analyze_frames
+
+    frames = [vga_frame(i, vga(i)) for i in range(0, 60, 12)]
+    config = AnalysisConfig(256, 192, 0.5, motion_gating=False)
+    results = analyze_frames(frames, detector(), {}, config)
+    full = [cv2.imdecode(np.frombuffer(f.image, np.uint8), cv2.IMREAD_COLOR) for f in frames]
+    expected = detect_faces(detector(), full, 256, 192, 0.5)
+    for result, boxes in zip(results, expected, strict=True):
+        assert isinstance(result, Analyzed)
+        assert len(result.faces) == len(boxes) == 1
+        np.testing.assert_allclose(result.faces[:, :4], boxes[:, :4], atol=12)
+        assert 0 < result.faces[0, 0] < result.faces[0, 2] <= 640
+        assert 0 < result.faces[0, 1] < result.faces[0, 3] <= 480
+
+
+def test_anonymizing_does_not_change_features_or_faces_of_large_frames() -> None:
+    from processors.frame_analysis import AnalysisConfig, Analyzed, analyze_frames
+
+    frames = [vga_frame(i, vga(i)) for i in range(3)]
+    plain = analyze_frames(frames, detector(), {}, AnalysisConfig(motion_gating=False))
+    blurred = analyze_frames(
+        frames, detector(), {}, AnalysisConfig(motion_gating=False, anonymize=True)
+    )
+    for a, b in zip(plain, blurred, strict=True):
+        assert isinstance(a, Analyzed)
+        assert isinstance(b, Analyzed)
+        assert a.anonymized is None
+        assert b.anonymized is not None
+        assert abs(a.features.brightness - b.features.brightness) < 1.0
+        assert abs(a.features.sharpness - b.features.sharpness) < 0.1 * a.features.sharpness
+        assert len(a.faces) == len(b.faces) == 1
+        np.testing.assert_allclose(a.faces[:, :4], b.faces[:, :4], atol=12)
+        out = cv2.imdecode(np.frombuffer(b.anonymized, np.uint8), cv2.IMREAD_COLOR)
+        assert out.shape == (480, 640, 3)  # the whole frame, not the half-size decode
+
+
+def test_large_bad_frames_are_dead_lettered_with_the_reduced_decoder(home: Path) -> None:
+    step, out, _ = make_step(home, mode="complete")
+    good = vga(0)
+    cases = [
+        VideoFrame("a", 1, NOW, "jpeg", 640, 480, jpeg(good[:, :638])),  # header says 638 wide
+        VideoFrame("a", 2, NOW, "jpeg", 640, 480, jpeg(good[:478])),
+        VideoFrame("a", 3, NOW, "jpeg", 640, 480, b"\xff\xd8 not a jpeg"),
+        VideoFrame("a", 4, NOW, "jpeg", 640, 480, jpeg(good)[:600]),  # header, then truncated
+        vga_frame(5, good),
+    ]
+    events = [FakeEvent(FakeMessage(TOPIC, 0, f.frame_no, b"a", encode_frame(f))) for f in cases]
+    asyncio.run(step(events))
+    letters = [decode_dead_letter(s.value) for s in out.on("dead-letters")]
+    reasons = [(d.offset, d.reason) for d in letters]  # type: ignore[union-attr]
+    assert reasons[:3] == [(1, "size_mismatch"), (2, "size_mismatch"), (3, "undecodable_image")]
+    predictions = [p["frame_no"] for p in sent(out, "predictions")]
+    assert 5 in predictions
+    assert not {1, 2, 3} & set(predictions)

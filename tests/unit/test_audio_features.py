@@ -8,13 +8,18 @@ import pytest
 from processors.audio_features import (
     FEATURE_NAMES,
     FLOOR_DB,
+    FrameCache,
     LogMel,
     clipping_ratio,
+    frame_stats,
     mel_centres,
     mel_filterbank,
     peak_dbfs,
     rms_dbfs,
+    shared_window_stats,
     spectral_flatness,
+    stats_features,
+    stats_log_mels,
     window_features,
 )
 
@@ -84,3 +89,47 @@ def test_window_features_are_named_and_batched() -> None:
     assert row["rms_dbfs"] == pytest.approx(-9.03, abs=0.01)
     assert row["centroid_khz"] == pytest.approx(1.0, abs=0.02)
     assert mels.shape == (2, 96, 64)
+
+
+def _stream(seconds: float, seed: int) -> np.ndarray:
+    """Noise whose level and tone change, so every frame's statistics differ."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    signal = rng.normal(0, 0.05, len(t)) * (1 + np.sin(t)) + 0.3 * np.sin(2 * np.pi * 300 * t**2)
+    return signal.astype(np.float32)
+
+
+def test_shared_frames_give_the_same_stats_as_framing_every_window() -> None:
+    """Windows of two streams over several calls, two of one stream in one call, a gap."""
+    logmel, window, hop = LogMel(), 15360, 7680
+    streams = [_stream(6.0, 1), _stream(6.0, 2), _stream(2.0, 3)]
+    caches = [FrameCache(), FrameCache(), FrameCache()]
+    calls = [
+        [(0, 0), (1, 0), (2, 0)],
+        [(0, hop), (2, 1000)],  # 1000 is not on stream 2's frame grid: it starts afresh
+        [(0, 2 * hop), (0, 3 * hop), (1, hop)],
+        [(1, 5 * hop)],  # after a gap in stream 1's windows
+    ]
+    for call in calls:
+        windows = np.stack([streams[s][start : start + window] for s, start in call])
+        shared = shared_window_stats(
+            [caches[s] for s, _ in call], [start for _, start in call], windows, logmel
+        )
+        expected = frame_stats(logmel.frames(windows), logmel)
+        assert shared.shape == expected.shape == (len(call), 96, logmel.n_mels + 3)
+        np.testing.assert_allclose(shared, expected, rtol=1e-12, atol=0)
+    # Each stream's cache holds full frames only up to its latest window's last full frame.
+    assert caches[0].end(logmel.step) == 3 * hop + 94 * logmel.step
+    caches[0].forget_before(4 * hop, logmel.step)
+    assert caches[0].start == 4 * hop
+    caches[1].forget_before(10 * hop, logmel.step)
+    assert len(caches[1].rows) == 0
+
+
+def test_features_from_shared_stats_match_window_features() -> None:
+    logmel = LogMel()
+    windows = np.stack([_stream(0.96, 3), sine(1000, 0.5), np.zeros(15360, np.float32)])
+    expected, mels = window_features(windows, logmel)
+    stats = shared_window_stats([FrameCache() for _ in windows], [0, 0, 0], windows, logmel)
+    np.testing.assert_allclose(stats_features(windows, stats, logmel), expected, rtol=1e-12)
+    np.testing.assert_array_equal(stats_log_mels(stats, logmel), mels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -82,3 +83,35 @@ def test_predict_batch_is_deterministic_and_shaped() -> None:
 def test_a_model_file_that_is_not_the_pinned_one_is_refused() -> None:
     with pytest.raises(ModelChecksumError):
         CenterFace(asset("centerface.onnx"), "0" * 64)
+
+
+# The default detector input (VideoSettings: 256x192, which 4:3 frames fill exactly).
+DEFAULT = (256, 192)
+
+
+@pytest.mark.parametrize(
+    ("name", "box"),
+    [("astronaut.png", (180, 56, 272, 178)), ("camera.png", (200, 116, 257, 196))],
+)
+def test_the_default_input_size_finds_the_faces_of_real_portraits(
+    name: str, box: tuple[int, ...]
+) -> None:
+    [found] = detect_faces(detector(), [image(name)], *DEFAULT, 0.5)
+    assert len(found) == 1
+    x1, y1, x2, y2, score = found[0]
+    assert score > 0.7
+    inter = max(0, min(x2, box[2]) - max(x1, box[0])) * max(0, min(y2, box[3]) - max(y1, box[1]))
+    union = (x2 - x1) * (y2 - y1) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    assert inter / union > 0.6
+
+
+def test_the_default_input_size_finds_no_face_in_scenes_without_people() -> None:
+    found = detect_faces(detector(), [image("coffee.png"), image("chelsea.png")], *DEFAULT, 0.3)
+    assert [len(f) for f in found] == [0, 0]
+
+
+def test_the_default_input_size_finds_the_face_in_the_clip_at_640x480() -> None:
+    frames = [cv2.resize(f, (640, 480)) for f in clip("carphone.mp4")[::6]]
+    found = detect_faces(detector(), frames, *DEFAULT, 0.5)
+    assert sum(len(f) == 1 for f in found) >= 0.9 * len(found)
+    assert all(f[:, :4].max() <= 640 for f in found if len(f))  # boxes in the frame's pixels
