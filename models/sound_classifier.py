@@ -1,7 +1,7 @@
 """The pluggable sound-event classifier: any ONNX model that takes log-mel patches.
 
 streamwise ships none (the pretrained AudioSet models found in registry packages carry no
-clear licence). Name your own with ``STREAMWISE_AUDIO__CLASSIFIER_MODEL`` (an ``.onnx`` file
+clear licence). Name your own with ``STREAMWISE_AUDIO__CLASSIFIER_PATH`` (an ``.onnx`` file
 whose first input takes ``[N, 96, 64]`` or ``[N, 1, 96, 64]`` log-mel patches and whose first
 output is ``[N, classes]`` scores) and ``STREAMWISE_AUDIO__CLASSIFIER_CLASSES`` (a text file,
 one class name per line, in output order). ``STREAMWISE_AUDIO__CLASSIFIER_SHA256`` pins it.
