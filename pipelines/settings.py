@@ -81,7 +81,7 @@ class WorkerSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     batch_size: int = Field(default=500, ge=1, le=100_000)
-    batch_within_s: float = Field(default=0.2, gt=0)
+    batch_within_s: float = Field(default=0.05, gt=0)
     loglevel: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
 
