@@ -233,6 +233,17 @@ def _int_field(data: dict[str, Any], name: str) -> int | Rejected:
     return value
 
 
+def _id_fields(data: dict[str, Any]) -> tuple[int, int, int] | Rejected:
+    """``tx_id``, ``customer_id``, ``terminal_id``: the first bad one is the rejection."""
+    values = []
+    for name in ("tx_id", "customer_id", "terminal_id"):
+        value = _int_field(data, name)
+        if isinstance(value, Rejected):
+            return value
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
 def _time_field(data: dict[str, Any], name: str) -> datetime | Rejected:
     if name not in data:
         return Rejected("missing_field", f"field {name!r} is missing")
@@ -247,15 +258,10 @@ def decode_transaction(raw: bytes) -> Transaction | Rejected:
     data = _load_object(raw, TRANSACTION_SCHEMA)
     if isinstance(data, Rejected):
         return data
-    tx_id = _int_field(data, "tx_id")
-    if isinstance(tx_id, Rejected):
-        return tx_id
-    customer_id = _int_field(data, "customer_id")
-    if isinstance(customer_id, Rejected):
-        return customer_id
-    terminal_id = _int_field(data, "terminal_id")
-    if isinstance(terminal_id, Rejected):
-        return terminal_id
+    ids = _id_fields(data)
+    if isinstance(ids, Rejected):
+        return ids
+    tx_id, customer_id, terminal_id = ids
     tx_time = _time_field(data, "tx_time")
     if isinstance(tx_time, Rejected):
         return tx_time
@@ -275,15 +281,10 @@ def decode_label(raw: bytes) -> Label | Rejected:
     data = _load_object(raw, LABEL_SCHEMA)
     if isinstance(data, Rejected):
         return data
-    tx_id = _int_field(data, "tx_id")
-    if isinstance(tx_id, Rejected):
-        return tx_id
-    customer_id = _int_field(data, "customer_id")
-    if isinstance(customer_id, Rejected):
-        return customer_id
-    terminal_id = _int_field(data, "terminal_id")
-    if isinstance(terminal_id, Rejected):
-        return terminal_id
+    ids = _id_fields(data)
+    if isinstance(ids, Rejected):
+        return ids
+    tx_id, customer_id, terminal_id = ids
     label_time = _time_field(data, "label_time")
     if isinstance(label_time, Rejected):
         return label_time
