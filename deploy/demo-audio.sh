@@ -5,31 +5,16 @@
 # silence. Alerts are printed live. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SW=.venv/bin/streamwise
-export STREAMWISE_HOME=${STREAMWISE_HOME:-.streamwise}
+DEMO=demo-audio
+source deploy/demo-lib.sh
 # A shorter warm-up than the default, so the anomaly detector is ready within half a minute.
 export STREAMWISE_AUDIO__ANOMALY_WINDOW=${STREAMWISE_AUDIO__ANOMALY_WINDOW:-20}
 ASSETS="$STREAMWISE_HOME/assets"
 MEDIA="$STREAMWISE_HOME/demo-audio"
 mkdir -p "$MEDIA"
-pids=()
-started_broker=0
 
-cleanup() {
-  trap - INT TERM EXIT
-  echo
-  echo "demo-audio: stopping..." >&2
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$started_broker" = 1 ]; then $SW broker stop >&2; fi
-}
-trap 'cleanup; exit 0' INT TERM
-trap cleanup EXIT
-
-for f in silero_vad.onnx alsa-front-center.wav alsa-side-right.wav alsa-rear-left.wav \
-  alsa-noise.wav synth-pink-noise.wav synth-clipped-tone.wav synth-chord.wav synth-silence.wav; do
-  [ -f "$ASSETS/$f" ] || { echo "demo-audio: $ASSETS/$f is missing: run make assets" >&2; exit 1; }
-done
+demo_require_assets silero_vad.onnx alsa-front-center.wav alsa-side-right.wav alsa-rear-left.wav \
+  alsa-noise.wav synth-pink-noise.wav synth-clipped-tone.wav synth-chord.wav synth-silence.wav
 # Two playlists made of the fetched media: speech with pauses, and noise with an incident.
 .venv/bin/python - "$ASSETS" "$MEDIA" <<'PY'
 import sys
@@ -49,12 +34,7 @@ incident = load_audio(assets / "synth-clipped-tone.wav")[: 16000 * 2]
 sf.write(media / "plant.wav", np.concatenate([noise, incident]), 16000)
 PY
 
-if [ -z "${STREAMWISE_BROKER:-}" ] && ! $SW broker status >/dev/null 2>&1; then
-  echo "demo-audio: starting Apache Kafka (the first start fetches it with Maven)..." >&2
-  $SW broker start >&2
-  started_broker=1
-fi
-$SW topics create >&2
+demo_broker
 
 echo "demo-audio: starting the audio worker (log: $STREAMWISE_HOME/demo-audio-worker.log)" >&2
 $SW worker audio >"$STREAMWISE_HOME/demo-audio-worker.log" 2>&1 &

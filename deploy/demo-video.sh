@@ -4,35 +4,14 @@
 # per-camera line of detections printed live. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SW=.venv/bin/streamwise
-export STREAMWISE_HOME=${STREAMWISE_HOME:-.streamwise}
+DEMO=demo-video
+source deploy/demo-lib.sh
 export STREAMWISE_VIDEO__ALERT_COOLDOWN_S=${STREAMWISE_VIDEO__ALERT_COOLDOWN_S:-5}
 export STREAMWISE_VIDEO__ANONYMIZE=${STREAMWISE_VIDEO__ANONYMIZE:-true}
 ASSETS="$STREAMWISE_HOME/assets"
-mkdir -p "$STREAMWISE_HOME"
-pids=()
-started_broker=0
 
-cleanup() {
-  trap - INT TERM EXIT
-  echo
-  echo "demo-video: stopping..." >&2
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$started_broker" = 1 ]; then $SW broker stop >&2; fi
-}
-trap 'cleanup; exit 0' INT TERM
-trap cleanup EXIT
-
-for f in centerface.onnx carphone.mp4 bikes.mp4; do
-  [ -f "$ASSETS/$f" ] || { echo "demo-video: $ASSETS/$f is missing: run make assets" >&2; exit 1; }
-done
-if [ -z "${STREAMWISE_BROKER:-}" ] && ! $SW broker status >/dev/null 2>&1; then
-  echo "demo-video: starting Apache Kafka (the first start fetches it with Maven)..." >&2
-  $SW broker start >&2
-  started_broker=1
-fi
-$SW topics create >&2
+demo_require_assets centerface.onnx carphone.mp4 bikes.mp4
+demo_broker
 
 echo "demo-video: starting the video worker (log: $STREAMWISE_HOME/demo-video-worker.log)" >&2
 $SW worker video >"$STREAMWISE_HOME/demo-video-worker.log" 2>&1 &
