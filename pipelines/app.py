@@ -67,6 +67,10 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
         producer_max_request_size=8 * 1024 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,
+        # A worker that dies without leaving the group holds its partitions this long; Faust's
+        # 60 s default kept a restarted worker waiting a minute for the dead one to expire.
+        broker_session_timeout=settings.worker.session_timeout_s,
+        broker_heartbeat_interval=settings.worker.session_timeout_s / 5,
         stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
     )
     # Table writes queue their changelog records in the producer's buffer; let one whole

@@ -84,6 +84,7 @@ class WorkerSettings(BaseModel):
     batch_within_s: float = Field(default=0.05, gt=0)
     loglevel: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
 
 
 class TransactionSettings(BaseModel):
