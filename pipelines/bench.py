@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,32 @@ def _delete_topics(settings: Settings, run_id: str) -> None:
 
 
 # --------------------------------------------------------------------------- load
+
+
+@contextlib.contextmanager
+def run_scope(settings: Settings, run_id: str, base: Path) -> Iterator[None]:
+    """Delete the run's topics afterwards; keep its folder (worker logs) only if it failed."""
+    try:
+        yield
+    except BaseException:
+        _say(f"kept {base} (worker logs) for inspection")
+        raise
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    finally:
+        _delete_topics(settings, run_id)
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def detail_lines(details: Sequence[tuple[str, str]]) -> list[str]:
+    """``label  value`` rows, labels padded to one width, framed by blank lines."""
+    width = max(len(label) for label, _ in details)
+    return ["", *(f"  {label:<{width}}  {value}" for label, value in details), ""]
+
+
 def _simulated_rows(count: int) -> list[Row]:
     """The first ``count`` simulated transactions (no labels), JSON-encoded, in time order."""
     from pipelines.produce import encoded_rows
@@ -474,8 +500,7 @@ def run_bench(
     passthrough_out = f"{run_id}-passthrough-out"
     naive_events = min(events, max(1000, events // 10))
     _say(f"run {run_id}: {events:,} events, state in {base}")
-    ok = False
-    try:
+    with run_scope(settings, run_id, base):
         _create_topics(main, [passthrough_out])
         _create_topics(naive)
         rows = _simulated_rows(events + events // 2)
@@ -508,13 +533,6 @@ def run_bench(
         naive_reader.close()
         naive_worker.stop()
         _say(f"naive worker: {naive_measured['events_per_s']:,.0f} events/s")
-        ok = True
-    finally:
-        _delete_topics(settings, run_id)
-        if ok:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            _say(f"kept {base} (worker logs) for inspection")
 
     worker_rate = float(measured["events_per_s"])
     naive_rate = float(naive_measured["events_per_s"])
@@ -533,7 +551,7 @@ def run_bench(
             "naive_vs_passthrough": _ratio(naive_rate, passthrough_rate),
             "worker_vs_naive": _ratio(worker_rate, naive_rate),
         },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
     }
 
 
@@ -581,8 +599,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{lat['p50_ms']:,.0f} / {lat['p99_ms']:,.0f} / {lat['max_ms']:,.0f} ms",
         ),
     ]
-    dwidth = max(len(label) for label, _ in details)
-    lines += ["", *(f"  {label:<{dwidth}}  {value}" for label, value in details), ""]
+    lines += detail_lines(details)
     lines.append(
         "Numbers from one run on this machine (broker and bench on the same host); "
         "compare them, don't quote them."

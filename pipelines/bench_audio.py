@@ -19,9 +19,6 @@ noise, synthesized tones, noise and silence from ``tests/media``) tiled to ``sec
 from __future__ import annotations
 
 import math
-import os
-import platform
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -35,11 +32,13 @@ from pipelines.bench import (
     PredictionReader,
     WorkerProcess,
     _create_topics,
-    _delete_topics,
     _ensure_broker,
     _kafka_version,
     _say,
+    detail_lines,
     isolated_settings,
+    machine_info,
+    run_scope,
 )
 from pipelines.settings import Settings
 
@@ -185,8 +184,7 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
     unbatched = isolated_settings(flat, f"{run_id}-unbatched", base / "unbatched")
     few = max(1, streams // 4)
     _say(f"run {run_id}: {streams} streams x {seconds:.0f} s, state in {base}")
-    ok = False
-    try:
+    with run_scope(settings, run_id, base):
         _create_topics(main)
         _create_topics(unbatched)
         load = _streams(media, "pre", streams, seconds)
@@ -208,13 +206,6 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
         reader2.close()
         worker2.stop()
         _say(f"unbatched: {flat_result['streams_per_core']:.0f} streams per core")
-        ok = True
-    finally:
-        _delete_topics(settings, run_id)
-        if ok:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            _say(f"kept {base} (worker logs) for inspection")
     return {
         "pipeline": "audio",
         "streams": streams,
@@ -225,7 +216,7 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
         "unbatched": flat_result,
         "latency": latency,
         "batching_gain": batched["streams_per_core"] / max(flat_result["streams_per_core"], 1e-9),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -265,8 +256,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{lat['steady_max_ms']:,.0f} ms",
         ),
     ]
-    dwidth = max(len(label) for label, _ in details)
-    lines += ["", *(f"  {label:<{dwidth}}  {value}" for label, value in details), ""]
+    lines += detail_lines(details)
     lines.append(
         "CPU s/audio s is the real-time factor on one core (user + system time of the worker "
         "process); one run on this machine, broker on the same host."

@@ -19,8 +19,6 @@ Frames are the real ``carphone`` clip scaled to 640x480 and JPEG-encoded once, s
 from __future__ import annotations
 
 import os
-import platform
-import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -37,13 +35,14 @@ from pipelines.bench import (
     PredictionReader,
     WorkerProcess,
     _create_topics,
-    _delete_topics,
     _ensure_broker,
     _kafka_version,
     _ratio,
     _say,
     _throughput,
     isolated_settings,
+    machine_info,
+    run_scope,
 )
 from pipelines.kafka import client_config
 from pipelines.settings import Settings
@@ -187,7 +186,7 @@ def _measure(
         result: dict[str, Any] = {"fps": fps}
         if latency:
             rate = fps / 2
-            count = max(10, int(rate * _LATENCY_S))
+            count = min(len(frames), max(10, int(rate * _LATENCY_S)))  # reuses the load's frames
             later = [replace(f, frame_no=f.frame_no + 1_000_000) for f in frames[:count]]
             _say(f"latency: {count} frames at {rate:.1f}/s")
             sent = _publish(settings, _messages(later, fresh=True), rate)
@@ -224,8 +223,7 @@ def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> 
     core = sorted(os.sched_getaffinity(0))[-1]
     data = _encoded(_clip_frames(settings), frames, cameras)
     _say(f"run {run_id}: {frames} frames of 640x480 from {cameras} cameras, one core (#{core})")
-    ok = False
-    try:
+    with run_scope(settings, run_id, base):
         with _one_core(core):
             standalone = _standalone(every, data)
         _say(f"standalone decode + detection: {standalone['decode_detect_fps']:.1f} frames/s")
@@ -235,13 +233,6 @@ def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> 
         _say(f"worker, detection on every frame: {measured['fps']:.1f} frames/s")
         measured_gated = _measure(gated, data, core, latency=False)
         _say(f"worker, motion-gated: {measured_gated['fps']:.1f} frames/s")
-        ok = True
-    finally:
-        _delete_topics(settings, run_id)
-        if ok:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            _say(f"kept {base} (worker logs) for inspection")
     base_fps = standalone["decode_detect_fps"]
     v = every.video
     return {
@@ -259,7 +250,7 @@ def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> 
             "worker_vs_standalone": _ratio(measured["fps"], base_fps),
             "gated_vs_standalone": _ratio(measured_gated["fps"], base_fps),
         },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
     }
 
 
