@@ -9,18 +9,11 @@ from typing import Any
 
 import click
 import orjson
-from pydantic import ValidationError
 
+from pipelines.cli_common import echo_report, load_settings
 from pipelines.settings import Settings
 
 __all__ = ["main"]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid STREAMWISE_* settings:\n{exc}") from exc
 
 
 def _print_settings(settings: Settings) -> None:
@@ -47,7 +40,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (secrets masked).")
 def settings_cmd(as_json: bool) -> None:
     """Print the resolved settings, secrets masked."""
-    settings = _settings()
+    settings = load_settings()
     if as_json:
         click.echo(orjson.dumps(dict(settings.describe()), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -68,7 +61,7 @@ def broker_start() -> None:
     """Fetch Kafka with Maven (first use), format storage, start it, wait until ready."""
     from pipelines.broker import BrokerError, LocalBroker
 
-    settings = _settings()
+    settings = load_settings()
     if not settings.uses_local_broker:
         click.echo(f"using the external cluster {settings.broker}; no local broker started")
         return
@@ -87,7 +80,7 @@ def broker_stop() -> None:
     """Stop the local broker (SIGTERM, then SIGKILL after 30 s)."""
     from pipelines.broker import LocalBroker
 
-    stopped = LocalBroker(_settings()).stop()
+    stopped = LocalBroker(load_settings()).stop()
     click.echo("Kafka stopped" if stopped else "Kafka was not running")
 
 
@@ -96,7 +89,7 @@ def broker_status() -> None:
     """Say whether the local broker runs and accepts connections (exit 1 if not)."""
     from pipelines.broker import LocalBroker
 
-    settings = _settings()
+    settings = load_settings()
     if not settings.uses_local_broker:
         click.echo(f"external cluster {settings.broker} (not managed here)")
         return
@@ -122,7 +115,7 @@ def topics_create() -> None:
     """Create every topic with its partitions and configs (existing ones are kept)."""
     from pipelines.kafka import create_topics, topic_specs
 
-    settings = _settings()
+    settings = load_settings()
     result = create_topics(settings)
     for spec in topic_specs(settings):
         click.echo(
@@ -135,7 +128,7 @@ def topics_list() -> None:
     """List the topics the pipelines use, with their schemas."""
     from pipelines.kafka import topic_specs
 
-    for spec in topic_specs(_settings()):
+    for spec in topic_specs(load_settings()):
         click.echo(f"{spec.name:24} partitions={spec.partitions}  {spec.description}")
 
 
@@ -157,7 +150,7 @@ def assets_fetch(manifests: tuple[Path, ...]) -> None:
     """Fetch every asset of MANIFESTS (default: models/*.toml and tests/media/*.toml)."""
     from models.assets import AssetError, fetch_all
 
-    settings = _settings()
+    settings = load_settings()
     chosen = manifests or tuple(_default_manifests())
     try:
         for manifest in chosen:
@@ -242,7 +235,7 @@ def _publish(table: Any, rate: float | None, delay: timedelta) -> None:
 
     from pipelines.produce import publish_transactions
 
-    settings = _settings()
+    settings = load_settings()
     with Progress(transient=False) as bar:
         task = bar.add_task("transactions", total=table.num_rows)
         report = publish_transactions(
@@ -275,7 +268,7 @@ def worker(pipeline: str) -> None:
     """
     from pipelines.worker import run_worker
 
-    settings = _settings()
+    settings = load_settings()
     _print_settings(settings)
     run_worker(settings, pipeline)
 
@@ -304,7 +297,7 @@ def tail_cmd(
 
     try:
         tail(
-            _settings(),
+            load_settings(),
             topic,
             from_beginning=from_beginning,
             limit=limit,
@@ -330,11 +323,8 @@ def bench_transactions(events: int, as_json: bool) -> None:
     """Throughput, latency and RSS of the transactions worker vs a raw passthrough."""
     from pipelines.bench import format_report, run_bench
 
-    report = run_bench(_settings(), "transactions", events=events)
-    if as_json:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(format_report(report))
+    report = run_bench(load_settings(), "transactions", events=events)
+    echo_report(report, as_json, format_report)
 
 
 from pipelines.cli_audio import bench_audio, produce_audio  # noqa: E402

@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import orjson
-from pydantic import ValidationError
 
-from pipelines.settings import Settings
+from pipelines.cli_common import echo_report, load_settings
 
 __all__ = ["bench_audio", "produce_audio"]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid STREAMWISE_* settings:\n{exc}") from exc
 
 
 def stream_ids(files: tuple[Path, ...], stream_id: str | None) -> list[str]:
@@ -57,7 +48,7 @@ def produce_audio(
 
     from pipelines.audio_produce import AudioStream, chunked, load_audio, publish_audio
 
-    settings = _settings()
+    settings = load_settings()
     streams = []
     for path, sid in zip(files, stream_ids(files, stream_id), strict=True):
         try:
@@ -84,8 +75,5 @@ def bench_audio(streams: int, seconds: float, as_json: bool) -> None:
     """Streams per core, real-time factor, latency and RSS of the audio worker, batched vs not."""
     from pipelines.bench_audio import format_report, run_bench
 
-    report = run_bench(_settings(), streams=streams, seconds=seconds)
-    if as_json:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(format_report(report))
+    report = run_bench(load_settings(), streams=streams, seconds=seconds)
+    echo_report(report, as_json, format_report)

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import click
-import orjson
-from pydantic import ValidationError
 
-from pipelines.settings import Settings
+from pipelines.cli_common import echo_report, load_settings
 
 __all__ = ["bench_video", "produce_video"]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid STREAMWISE_* settings:\n{exc}") from exc
 
 
 @click.command("video")
@@ -73,7 +64,7 @@ def produce_video(
             click.echo(f"{camera}: {count} frames", err=True)
 
     report = publish_video(
-        _settings(),
+        load_settings(),
         cameras,
         fps=fps,
         width=width,
@@ -101,8 +92,5 @@ def bench_video(frames: int, cameras: int, as_json: bool) -> None:
     """Frames/s, latency and RSS of the video worker vs standalone decode + detection."""
     from pipelines.bench_video import format_report, run_bench_video
 
-    report = run_bench_video(_settings(), frames=frames, cameras=cameras)
-    if as_json:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(format_report(report))
+    report = run_bench_video(load_settings(), frames=frames, cameras=cameras)
+    echo_report(report, as_json, format_report)
