@@ -18,7 +18,7 @@ $SW produce transactions --simulate --customers 5000 --terminals 10000 --days 30
   --rate "$RATE" >"$STREAMWISE_HOME/demo-producer.log" 2>&1 &
 pids+=($!)
 
-echo "demo: live alerts (amount rule: score = amount / 440, alert at >= 0.5). Ctrl-C stops." >&2
+echo "demo: live fraud alerts (ONNX + River scores, alert at >= 0.5). Ctrl-C stops." >&2
 $SW tail alerts &
 pids+=($!)
 wait "${pids[-1]}"

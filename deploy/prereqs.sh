@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Checks what streamwise needs outside Python: python3 >= 3.11, java >= 17 (the Kafka 4
-# broker) and mvn (fetches Kafka from Maven Central). On Debian/Ubuntu as root, installs
-# the missing JDK/Maven with apt-get; elsewhere says what to install.
+# broker), mvn (fetches Kafka from Maven Central) and libgomp1 (LightGBM). On Debian/Ubuntu
+# as root, installs what is missing with apt-get; elsewhere says what to install.
 set -euo pipefail
 missing=()
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=("python3>=3.11")
 java_ok() { java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); exit !(v[1] >= 17)}'; }
 command -v java >/dev/null && java_ok || missing+=("java>=17")
 command -v mvn >/dev/null || missing+=("maven")
+# LightGBM (the fraud model's trainer, used by the tests) links the GNU OpenMP runtime.
+ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || missing+=("libgomp1")
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   pkgs=()
@@ -15,6 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     case "$m" in
       java*) pkgs+=(default-jre-headless) ;;
       maven) pkgs+=(maven) ;;
+      libgomp1) pkgs+=(libgomp1) ;;
       python*) echo "streamwise needs Python 3.11 or newer as python3" >&2; exit 1 ;;
     esac
   done

@@ -16,14 +16,131 @@ outputs with none of its offsets, and a crash then would repeat them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import TP, StreamT
 
-__all__ = ["CommitBarrier", "take_batches"]
+from pipelines.settings import Settings
+
+__all__ = [
+    "CommitBarrier",
+    "OffsetWatch",
+    "RecoveredEvent",
+    "RecoveredMessage",
+    "kafka_refetch",
+    "take_batches",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveredMessage:
+    """A record read again from Kafka, shaped like the Faust message fields steps use."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass(frozen=True)
+class RecoveredEvent:
+    """An event the stream skipped, put back into its batch (never acked: Faust counts its
+    offset as done already, see :class:`OffsetWatch`)."""
+
+    message: RecoveredMessage
+
+
+Refetch = Callable[[str, int, int, int], Awaitable[list[RecoveredMessage]]]
+
+
+class OffsetWatch:
+    """Puts back records that a stream skipped, before anything past them is acked.
+
+    Within a partition of plain records offsets are consecutive, yet Faust can deliver a
+    partition with a hole, e.g. when it seeks stream partitions to their committed offsets
+    after a table recovery while records fetched before the seek are still flowing (seen
+    here after ``kill -9`` and a restart from an empty state directory). Faust then files the
+    hole as a "gap" (as if it held transaction markers) and commits past it, which would lose
+    those records. On a jump the watch reads the missing offsets from Kafka (``refetch``) and
+    returns them, to be handled in the same batch just before the event after the hole; a
+    real gap (markers, compaction) simply reads back nothing. The hole is logged.
+    """
+
+    def __init__(self, refetch: Refetch | None = None) -> None:
+        self.refetch = refetch
+        self.last: dict[Any, int] = {}
+        self.holes = 0
+        self.recovered = 0
+
+    async def check(self, tp: Any, offset: int) -> list[RecoveredEvent]:
+        """Events to handle before the one at ``offset`` (usually none)."""
+        last = self.last.get(tp)
+        self.last[tp] = offset
+        if last is None or offset <= last + 1:
+            return []  # in order, or read again from an earlier offset after a rebalance
+        self.holes += 1
+        if self.refetch is None:
+            log.warning("%s: offsets %d..%d never reached the stream", tp, last + 1, offset - 1)
+            return []
+        records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
+        self.recovered += len(records)
+        log.warning(
+            "%s: offsets %d..%d never reached the stream; read %d record(s) back from Kafka",
+            tp,
+            last + 1,
+            offset - 1,
+            len(records),
+        )
+        return [RecoveredEvent(r) for r in records]
+
+
+def kafka_refetch(settings: Settings) -> Refetch:
+    """A :data:`Refetch` that reads ``[start, end)`` of a partition with its own consumer."""
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[RecoveredMessage]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from pipelines.kafka import client_config
+
+        isolation = (
+            "read_committed"
+            if settings.processing_guarantee == "exactly_once"
+            else "read_uncommitted"
+        )
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            **client_config(settings), enable_auto_commit=False, isolation_level=isolation
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            found: list[RecoveredMessage] = []
+            deadline = time.monotonic() + 60
+            while await consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read {topic}/{partition}@{start}..{end - 1}")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for r in batch.get(tp, []):
+                    if r.offset < end:
+                        found.append(RecoveredMessage(topic, partition, r.offset, r.key, r.value))
+            return found
+        finally:
+            await consumer.stop()
+
+    return refetch
 
 
 class CommitBarrier:
@@ -60,10 +177,10 @@ class CommitBarrier:
 
 
 async def take_batches(
-    stream: StreamT[Any], max_: int, within: float
-) -> AsyncIterator[list[EventT[Any]]]:
+    stream: StreamT[Any], max_: int, within: float, refetch: Refetch | None = None
+) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_`` events, waiting at most ``within`` s for a full one."""
-    events: list[EventT[Any]] = []
+    events: list[Any] = []
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
     consuming: asyncio.Future[None] | None = None
@@ -80,6 +197,7 @@ async def take_batches(
         event = s.current_event
         if event is None:
             raise RuntimeError("take_batches found no current event")
+        events.extend(await watch.check(event.message.tp, event.message.offset))
         events.append(event)
         if len(events) >= max_:
             buffer_full.set()
@@ -88,6 +206,7 @@ async def take_batches(
         return value
 
     barrier = CommitBarrier(s.app.consumer, float(s.app.conf.broker_commit_interval))
+    watch = OffsetWatch(refetch)
     s.enable_acks = False
     s.add_processor(add_to_buffer)
     s._enable_passive(s.channel.__aiter__())
@@ -101,7 +220,8 @@ async def take_batches(
             async with barrier.holding():
                 yield batch  # returns here only once the handler finished without raising
                 for event in batch:
-                    await s.ack(event)
+                    if not isinstance(event, RecoveredEvent):
+                        await s.ack(event)
             events.clear()
             if not consuming.done():
                 consuming.set_result(None)

@@ -23,10 +23,22 @@ class DeadLetterSink:
         self.topic = topic
         self.metrics = metrics
 
-    async def send(self, event: Any, step: str, reason: str, detail: str) -> None:
+    async def send(
+        self,
+        event: Any,
+        step: str,
+        reason: str,
+        detail: str,
+        original: tuple[bytes | None, bytes | None] | None = None,
+    ) -> None:
+        """Dead-letter ``event``; ``original`` ``(key, value)`` replaces the event's own bytes
+        when the event is an internal record carrying many inputs (the input's bytes travel
+        with it)."""
         message = event.message
         value = message.value if isinstance(message.value, bytes) else None
         key = message.key if isinstance(message.key, bytes) else None
+        if original is not None:
+            key, value = original
         letter = DeadLetter(
             reason=reason,
             detail=detail,

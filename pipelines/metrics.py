@@ -48,5 +48,24 @@ class StepMetrics:
             registry=r,
         )
 
+        self.model_reloads = Counter(
+            "streamwise_model_reloads",
+            "Model files reloaded while running, by outcome",
+            ["step", "outcome"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "streamwise_labels",
+            "Labels applied to window state, by status",
+            ["step", "status"],
+            registry=r,
+        )
+        self.learned = Gauge(
+            "streamwise_learner_examples",
+            "Labelled examples the online learner has learned from",
+            ["step"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,7 +9,7 @@ wall time; ``None`` publishes as fast as the broker takes them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,8 +93,13 @@ def publish_transactions(
     rate: float | None = None,
     label_delay: timedelta = timedelta(days=7),
     progress: Progress | None = None,
+    kinds: Collection[str] = ("tx", "label"),
 ) -> PublishReport:
-    """Publish ``table``'s rows (and labels, if it has ``is_fraud``) to the broker."""
+    """Publish ``table``'s rows (and labels, if it has ``is_fraud``) to the broker.
+
+    ``kinds`` selects what is sent: ``"tx"`` (transactions) and/or ``"label"`` (labels), e.g.
+    transactions now and their labels later, as a bank learns them.
+    """
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
@@ -110,6 +115,8 @@ def publish_transactions(
     started = time.monotonic()
     try:
         for kind, key, value in encoded_rows(table, label_delay):
+            if kind not in kinds:
+                continue
             if rate is not None and kind == "tx":
                 ahead = started + counts["tx"] / rate - time.monotonic()
                 if ahead > 0:

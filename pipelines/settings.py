@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.audio_settings import AudioSettings
+from pipelines.transactions_settings import TransactionSettings
 from pipelines.video_settings import VideoSettings
 
 __all__ = [
@@ -85,15 +86,6 @@ class WorkerSettings(BaseModel):
     loglevel: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
-
-
-class TransactionSettings(BaseModel):
-    """The transactions pipeline: scorer and alert threshold."""
-
-    model_config = _FROZEN
-
-    alert_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    amount_rule_limit: float = Field(default=220.0, gt=0)
 
 
 class Settings(BaseSettings):

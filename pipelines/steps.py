@@ -49,12 +49,17 @@ async def guarded(
     """Run ``handle(events)``; if it raises (a bug, a failing model), dead-letter the batch.
 
     The events keep their original bytes in ``dead-letters`` with reason ``processing_error``
-    and the exception as detail, and the worker goes on with the next batch.
+    and the exception as detail, and the worker goes on with the next batch. It returns only
+    once the broker acknowledged every record sent meanwhile (``outputs.delivered``), so the
+    batch is acked after its outputs exist; if even the dead letters cannot be delivered it
+    raises, and the batch stays unacked to be read again.
     """
     try:
         await handle(events)
+        await dead.outputs.delivered()
     except Exception as exc:
         log.exception("[%s] batch of %d failed; sending it to dead-letters", step, len(events))
         detail = f"{type(exc).__name__}: {exc}"[:500]
         for event in events:
             await dead.send(event, step, "processing_error", detail)
+        await dead.outputs.delivered()  # raises if even these fail: the batch is not acked

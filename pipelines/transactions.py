@@ -1,157 +1,95 @@
-"""The transactions pipeline: every payment in, one prediction out, alerts above a threshold.
+"""The transactions (fraud) pipeline: windows in event time, batched ONNX, a River learner.
 
-``build(app, settings)`` declares the topics, the per-customer state table and the agent
-``score-transactions``. The agent takes micro-batches (:func:`~pipelines.batching.take_batches`)
-and hands each to :class:`ScoreTransactions`, which routes bad events to ``dead-letters``,
-updates customer state, scores the batch off the event loop and produces predictions and
-alerts. The batch is acked only after that, and Faust commits only after its producer has
-flushed, so nothing is committed before its outputs exist.
+``build(app, settings)`` declares four agents on one Faust app; run more workers to share
+them (each agent's partitions are spread over the group)::
+
+    transactions ──customer-features──▶ tx-by-terminal ─┐
+    (by customer)   customer windows     (by terminal)  ├─score-transactions──▶ predictions
+    transaction-labels ──route-labels──▶ labels-by-terminal┘  terminal windows,    alerts
+                                                              ONNX + River scores
+                                         fraud-training ◀──── labels ⨝ features
+                                              │
+                                         learn-fraud ──▶ fraud-learner (compacted snapshots)
+                                                              │ read by every worker
+
+Each state has one owner: customer windows live on the ``transactions`` partition of their
+customer, terminal windows and pending features on the ``tx-by-terminal`` partition of their
+terminal, and the learner on the single ``fraud-training`` partition. Bad or late input goes
+to ``dead-letters``; every batch is acked only after its outputs were delivered.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import MutableMapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from time import perf_counter
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import faust
-import numpy as np
-import numpy.typing as npt
 
-from models.amount_rule import AmountRule
+from models.fraud_onnx import DEFAULT_MANIFEST, ReloadingFraudModel, find_entry
 from pipelines.app import raw_topic
-from pipelines.batching import take_batches
-from pipelines.deadletters import DeadLetterSink
+from pipelines.batching import kafka_refetch, take_batches
+from pipelines.fraud_learning import (
+    LEARN_STEP,
+    LearnerReplica,
+    LearnFraud,
+    SnapshotFollower,
+    latest_snapshot,
+)
+from pipelines.fraud_routing import CUSTOMER_STEP, LABEL_STEP, CustomerFeatures, RouteLabels
+from pipelines.fraud_scoring import PIPELINE, STEP, ScoreTransactions
+from pipelines.kafka import TopicSpec
 from pipelines.metrics import StepMetrics
-from pipelines.outputs import FaustOutputs, Outputs
+from pipelines.outputs import FaustOutputs
 from pipelines.settings import Settings
-from pipelines.steps import guarded, split_events
-from processors.customer_stats import CustomerStats, explain
-from processors.schemas import Alert, Prediction, Transaction, decode_transaction, encode
 
-__all__ = ["PIPELINE", "STEP", "BatchScorer", "ScoreTransactions", "TransactionsPipeline", "build"]
-
-STEP = "score-transactions"
-PIPELINE = "transactions"
-ALERT_KIND = "fraud_suspected"
-
-log = logging.getLogger(__name__)
-
-
-class BatchScorer(Protocol):
-    """What the step needs of a model: a version and ``predict_batch``."""
-
-    @property
-    def version(self) -> str: ...
-
-    def predict_batch(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+__all__ = [
+    "PIPELINE",
+    "STEP",
+    "TransactionsPipeline",
+    "build",
+    "internal_specs",
+    "internal_topics",
+    "load_model",
+]
 
 
-class ScoreTransactions:
-    """The step behind the agent: one micro-batch of transaction events at a time."""
+def internal_topics(settings: Settings) -> dict[str, str]:
+    """Names of the pipeline's own topics (prefixed with the app id, like its changelogs)."""
+    app_id = f"{settings.app_prefix}-{PIPELINE}"
+    return {
+        "tx": f"{app_id}-tx-by-terminal",
+        "labels": f"{app_id}-labels-by-terminal",
+        "training": f"{app_id}-fraud-training",
+        "snapshots": f"{app_id}-fraud-learner",
+    }
 
-    def __init__(
-        self,
-        settings: Settings,
-        scorer: BatchScorer,
-        state: MutableMapping[int, Any],
-        outputs: Outputs,
-        metrics: StepMetrics,
-        executor: Executor | None = None,
-    ) -> None:
-        self.settings = settings
-        self.scorer = scorer
-        self.state = state
-        self.outputs = outputs
-        self.metrics = metrics
-        self.executor = executor
-        self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
 
-    async def __call__(self, events: Sequence[Any]) -> None:
-        """Handle a batch; an unexpected failure dead-letters the batch instead of crashing."""
-        await guarded(STEP, events, self.handle, self.dead)
+def internal_specs(settings: Settings) -> list[TopicSpec]:
+    """The internal topics with their layout, created by the worker before it starts."""
+    names = internal_topics(settings)
+    parts = settings.topics.partitions
+    big = {"max.message.bytes": "8388608", "retention.ms": str(7 * 86_400_000)}
+    return [
+        TopicSpec(names["tx"], parts, big, "transactions with customer features, by terminal"),
+        TopicSpec(names["labels"], parts, big, "labels, by terminal"),
+        TopicSpec(names["training"], 1, big, "labelled feature rows for the learner"),
+        TopicSpec(
+            names["snapshots"],
+            1,
+            {"cleanup.policy": "compact", "max.message.bytes": "8388608"},
+            "learner checkpoints (compacted)",
+        ),
+    ]
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        started = perf_counter()
-        valid, rejected = split_events(
-            events, self.settings.worker.max_event_bytes, lambda raw, _key: decode_transaction(raw)
-        )
-        for event, why in rejected:
-            await self.dead.send(event, STEP, why.reason, why.detail)
-        befores: list[CustomerStats] = []
-        for event, tx in valid:
-            with self.outputs.scope(event):
-                before = CustomerStats.from_list(self.state.get(tx.customer_id))
-                self.state[tx.customer_id] = before.add(tx.amount).to_list()
-            befores.append(before)
-        if valid:
-            features = np.array(
-                [[tx.amount, b.mean, b.count] for (_, tx), b in zip(valid, befores, strict=True)],
-                dtype=np.float64,
-            )
-            loop = asyncio.get_running_loop()
-            scores = await loop.run_in_executor(self.executor, self.scorer.predict_batch, features)
-            await self.emit(valid, befores, scores)
-        m = self.metrics
-        m.events.labels(STEP, "ok").inc(len(valid))
-        m.events.labels(STEP, "dead_letter").inc(len(rejected))
-        m.batch_size.labels(STEP).observe(len(events))
-        m.batch_seconds.labels(STEP).observe(perf_counter() - started)
 
-    async def emit(
-        self,
-        valid: list[tuple[Any, Transaction]],
-        befores: list[CustomerStats],
-        scores: npt.NDArray[np.float64],
-    ) -> None:
-        now = datetime.now(UTC)
-        conf = self.settings.transactions
-        topics = self.settings.topics
-        threshold = conf.alert_threshold
-        versions = {"scorer": self.scorer.version}
-        for (event, tx), before, score in zip(valid, befores, scores.tolist(), strict=True):
-            entity = f"customer:{tx.customer_id}"
-            key = str(tx.customer_id).encode()
-            score = round(float(score), 6)
-            prediction = Prediction(
-                pipeline=PIPELINE,
-                event_id=str(tx.tx_id),
-                entity=entity,
-                score=score,
-                threshold=threshold,
-                model_versions=versions,
-                event_time=tx.tx_time,
-                emit_time=now,
-                features={
-                    "amount": tx.amount,
-                    "customer_mean_before": round(before.mean, 4),
-                    "customer_count_before": float(before.count),
-                },
-            )
-            with self.outputs.scope(event):
-                await self.outputs.send(topics.predictions, key, encode(prediction))
-                if score >= threshold:
-                    alert = Alert(
-                        pipeline=PIPELINE,
-                        kind=ALERT_KIND,
-                        event_id=str(tx.tx_id),
-                        entity=entity,
-                        score=score,
-                        threshold=threshold,
-                        model_versions=versions,
-                        reasons=explain(tx.amount, conf.amount_rule_limit, before),
-                        event_time=tx.tx_time,
-                        emit_time=now,
-                    )
-                    await self.outputs.send(topics.alerts, key, encode(alert))
-                    self.metrics.alerts.labels(STEP, ALERT_KIND).inc()
-        newest = max(tx.tx_time for _, tx in valid)
-        self.metrics.event_time_lag.labels(STEP).set((now - newest).total_seconds())
+def load_model(settings: Settings) -> ReloadingFraudModel:
+    """The ONNX scorer named in settings (default: the shipped model), checksum verified."""
+    conf = settings.transactions
+    manifest = conf.model_manifest or DEFAULT_MANIFEST
+    path = conf.model or find_entry(manifest, name="fraud_lgbm").path(manifest)
+    return ReloadingFraudModel(Path(path), manifest)
 
 
 @dataclass
@@ -161,33 +99,91 @@ class TransactionsPipeline:
     app: faust.App
     settings: Settings
     step: ScoreTransactions
-    customers: Any
-    agent: Any
+    customers: CustomerFeatures
+    learner: LearnFraud
+    replica: LearnerReplica
+    agents: dict[str, Any]
 
 
 def build(
-    app: faust.App, settings: Settings, scorer: BatchScorer | None = None
+    app: faust.App, settings: Settings, model: ReloadingFraudModel | None = None
 ) -> TransactionsPipeline:
-    """Declare the transactions pipeline on ``app``."""
+    """Declare the fraud pipeline's agents, tables and topics on ``app``."""
     t = settings.topics
+    names = internal_topics(settings)
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
-    model: BatchScorer = scorer or AmountRule(limit=settings.transactions.amount_rule_limit)
-    source = raw_topic(app, t.transactions, t.partitions)
-    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters])
-    customers = app.Table(
-        "customer-stats",
-        default=None,
-        partitions=t.partitions,
-        key_type=int,
-        help="Per-customer [count, total] of payments, the baseline scorer's context.",
-    )
+    size, within = settings.worker.batch_size, settings.worker.batch_within_s
+
+    def table(name: str, help_: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=t.partitions,
+            key_type=int,
+            value_type=bytes,  # packed arrays; Faust's serializer for bytes is "raw"
+            help=help_,
+        )
+
+    customer_state = table("customer-windows", "Per-customer payments of the last 30 days.")
+    terminal_state = table("terminal-windows", "Per-terminal payments and known frauds.")
+    pending_state = table("pending-features", "Scored features awaiting their label.")
+
+    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, *names.values()])
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
-    step = ScoreTransactions(settings, model, customers, outputs, metrics, executor)
+    replica = LearnerReplica()
+    customers = CustomerFeatures(
+        settings, customer_state, outputs, metrics, names["tx"], t.partitions
+    )
+    labels = RouteLabels(settings, outputs, metrics, names["labels"], t.partitions)
+    scorer = ScoreTransactions(
+        settings,
+        model or load_model(settings),
+        replica,
+        terminal_state,
+        pending_state,
+        outputs,
+        metrics,
+        names,
+        executor,
+    )
+    learner = LearnFraud(
+        settings,
+        outputs,
+        metrics,
+        names["snapshots"],
+        lambda: latest_snapshot(settings, names["snapshots"]),
+        executor,
+    )
+    follower = SnapshotFollower(settings, names["snapshots"], replica)
 
-    @app.agent(source, name=STEP)
+    refetch = kafka_refetch(settings)
+
+    @app.agent(raw_topic(app, t.transactions, t.partitions), name=CUSTOMER_STEP)
+    async def customer_features(stream: faust.StreamT[bytes]) -> None:
+        async for events in take_batches(stream, size, within, refetch):
+            await customers(events)
+
+    @app.agent(raw_topic(app, t.transaction_labels, t.partitions), name=LABEL_STEP)
+    async def route_labels(stream: faust.StreamT[bytes]) -> None:
+        async for events in take_batches(stream, size, within, refetch):
+            await labels(events)
+
+    @app.agent(app.topic(names["tx"], names["labels"], value_serializer="raw"), name=STEP)
     async def score_transactions(stream: faust.StreamT[bytes]) -> None:
-        size, within = settings.worker.batch_size, settings.worker.batch_within_s
-        async for events in take_batches(stream, size, within):
-            await step(events)
+        async for events in take_batches(stream, max(1, size // 10), within, refetch):
+            await scorer(events)
 
-    return TransactionsPipeline(app, settings, step, customers, score_transactions)
+    @app.agent(raw_topic(app, names["training"], 1), name=LEARN_STEP)
+    async def learn_fraud(stream: faust.StreamT[bytes]) -> None:
+        learn_within = settings.transactions.learner_batch_s
+        async for events in take_batches(stream, size, learn_within, refetch):
+            await learner(events)
+
+    app.task(follower.run)
+    agents = {
+        CUSTOMER_STEP: customer_features,
+        LABEL_STEP: route_labels,
+        STEP: score_transactions,
+        LEARN_STEP: learn_fraud,
+    }
+    return TransactionsPipeline(app, settings, scorer, customers, learner, replica, agents)

@@ -28,7 +28,7 @@ import orjson
 
 from models.camera_anomaly import CameraAnomaly
 from pipelines.app import raw_topic
-from pipelines.batching import take_batches
+from pipelines.batching import kafka_refetch, take_batches
 from pipelines.deadletters import DeadLetterSink
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs, Outputs
@@ -331,10 +331,12 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     step = AnalyzeFrames(settings, detector or load_detector(settings), outputs, metrics, executor)
 
+    refetch = kafka_refetch(settings)
+
     @app.agent(source, name=STEP)
     async def analyze_video(stream: faust.StreamT[bytes]) -> None:
         size, within = settings.video.batch_size, settings.worker.batch_within_s
-        async for events in take_batches(stream, size, within):
+        async for events in take_batches(stream, size, within, refetch):
             await step(events)
 
     async def camera_silent() -> None:

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def _build_transactions(app: faust.App, settings: Settings) -> object:
     from pipelines import transactions
+    from pipelines.kafka import create_topics
 
+    create_topics(settings, transactions.internal_specs(settings))
     return transactions.build(app, settings)
 
 
@@ -80,4 +82,9 @@ def run_worker(settings: Settings, pipeline: str) -> None:
     # Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
     # that made every per-message debug call in aiokafka and Faust build a log record.
     worker.spinner = None
+    import os  # DEBUG-TEMP
+
+    if os.environ.get("SW_DEBUG_DEV"):  # DEBUG-TEMP
+        logging.getLogger("faust.transport.consumer").setLevel(5)  # DEBUG-TEMP
+        logging.getLogger("faust.transport.drivers.aiokafka").setLevel(5)  # DEBUG-TEMP
     worker.execute_from_commandline()

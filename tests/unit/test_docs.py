@@ -9,6 +9,7 @@ from click import Group
 from pipelines.audio_settings import AudioSettings
 from pipelines.cli import main
 from pipelines.settings import SecuritySettings, Settings
+from pipelines.transactions_settings import TransactionSettings
 from pipelines.video_settings import VideoSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,7 @@ def all_variables() -> set[str]:
     names |= {f"STREAMWISE_SECURITY__{f.upper()}" for f in SecuritySettings.model_fields}
     names |= {f"STREAMWISE_VIDEO__{f.upper()}" for f in VideoSettings.model_fields}
     names |= {f"STREAMWISE_AUDIO__{f.upper()}" for f in AudioSettings.model_fields}
+    names |= {f"STREAMWISE_TRANSACTIONS__{f.upper()}" for f in TransactionSettings.model_fields}
     return names
 
 

@@ -1,0 +1,225 @@
+"""The online learner: one writer, checkpointed in a compacted topic that every scorer reads.
+
+``learn-fraud`` consumes ``fraud-training`` (one partition, so one worker in the group owns
+it, whichever it is) and calls ``learn`` once per labelled example, in order. After each batch
+it publishes a snapshot (the River model and the offset of the last example it covers) to the
+compacted ``fraud-learner`` topic, and only then is the batch acked. A restarted learner loads
+the newest snapshot and skips examples the snapshot already covers, so the learned count is
+exactly the number of examples delivered, with no double learning and no loss.
+
+Every worker runs a :class:`SnapshotFollower` (a plain consumer outside the group) that keeps
+a :class:`LearnerReplica` current; scorers read the replica and never mutate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.fraud_learner import OnlineFraudLearner, SnapshotError
+from pipelines.deadletters import DeadLetterSink
+from pipelines.fraud_wire import decode_rows
+from pipelines.metrics import StepMetrics
+from pipelines.outputs import Outputs
+from pipelines.settings import Settings
+from pipelines.steps import guarded
+from processors.fraud_explain import LearnerStats
+
+__all__ = [
+    "LEARN_STEP",
+    "SNAPSHOT_KEY",
+    "LearnFraud",
+    "LearnerReplica",
+    "SnapshotFollower",
+    "checkpoint_learned",
+    "decode_snapshot",
+    "encode_snapshot",
+    "latest_snapshot",
+]
+
+LEARN_STEP = "learn-fraud"
+SNAPSHOT_KEY = b"fraud-learner"
+_HEADER = struct.Struct("<8sq")  # magic, offset of the last training record covered
+_MAGIC = b"SWCKPT01"
+
+log = logging.getLogger(__name__)
+
+
+def encode_snapshot(learner: OnlineFraudLearner, covered: int) -> bytes:
+    return _HEADER.pack(_MAGIC, covered) + learner.to_bytes()
+
+
+def decode_snapshot(raw: bytes) -> tuple[OnlineFraudLearner, int]:
+    """The learner and the training offset it covers; raises :class:`SnapshotError`."""
+    if len(raw) < _HEADER.size or raw[:8] != _MAGIC:
+        raise SnapshotError("not a streamwise learner checkpoint")
+    _, covered = _HEADER.unpack_from(raw)
+    return OnlineFraudLearner.from_bytes(raw[_HEADER.size :]), int(covered)
+
+
+def checkpoint_learned(raw: bytes) -> int:
+    """The learned count of a checkpoint, read from its headers without unpickling."""
+    if len(raw) < _HEADER.size or raw[:8] != _MAGIC:
+        raise SnapshotError("not a streamwise learner checkpoint")
+    return OnlineFraudLearner.snapshot_learned(raw[_HEADER.size :])
+
+
+def learner_stats(learner: OnlineFraudLearner) -> LearnerStats | None:
+    """``feature -> (mean, std, weight)`` of the scaler and logistic regression, if learned."""
+    if learner.learned == 0:
+        return None
+    scaler, regression = learner.model["StandardScaler"], learner.model["LogisticRegression"]
+    return {
+        name: (
+            float(scaler.means.get(name, 0.0)),
+            math.sqrt(float(scaler.vars.get(name, 0.0))),
+            float(regression.weights.get(name, 0.0)),
+        )
+        for name in learner.feature_names
+    }
+
+
+class LearnerReplica:
+    """The scorers' read-only copy of the learner; :meth:`update` swaps in a snapshot."""
+
+    def __init__(self) -> None:
+        self.learner = OnlineFraudLearner()
+        self.stats: LearnerStats | None = None
+
+    def update(self, raw: bytes) -> None:
+        learner, _ = decode_snapshot(raw)
+        self.learner, self.stats = learner, learner_stats(learner)  # one swap per field
+
+    def predict_batch_versioned(
+        self, x: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], str, LearnerStats | None]:
+        learner, stats = self.learner, self.stats
+        return learner.predict_batch(x), learner.version, stats
+
+
+async def latest_snapshot(settings: Settings, topic: str, timeout_s: float = 30.0) -> bytes | None:
+    """The newest record of the snapshot topic, or ``None`` if it is empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from pipelines.kafka import client_config
+
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end == 0:
+            return None
+        consumer.seek(tp, end - 1)
+        record = await asyncio.wait_for(consumer.getone(), timeout_s)
+        value: bytes | None = record.value
+        return value
+    finally:
+        await consumer.stop()
+
+
+class SnapshotFollower:
+    """Reads every snapshot published to ``topic`` into ``replica`` (no consumer group)."""
+
+    def __init__(self, settings: Settings, topic: str, replica: LearnerReplica) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.replica = replica
+        self.applied = 0
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from pipelines.kafka import client_config
+
+        tp = TopicPartition(self.topic, 0)
+        consumer = AIOKafkaConsumer(**client_config(self.settings), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            consumer.seek(tp, max(end - 1, 0))
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                records = [r for batch in batches.values() for r in batch]
+                if records and records[-1].value:
+                    try:
+                        self.replica.update(records[-1].value)
+                        self.applied += 1
+                    except SnapshotError as exc:
+                        log.warning("ignored a bad learner snapshot: %s", exc)
+        finally:
+            await consumer.stop()
+
+
+class LearnFraud:
+    """Stage ``learn-fraud``: learn each example once, checkpoint, then ack."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outputs: Outputs,
+        metrics: StepMetrics,
+        snapshot_topic: str,
+        load_latest: Callable[[], Awaitable[bytes | None]],
+        executor: Executor | None = None,
+    ) -> None:
+        self.outputs = outputs
+        self.metrics = metrics
+        self.snapshot_topic = snapshot_topic
+        self.load_latest = load_latest
+        self.executor = executor
+        self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
+        self.learner: OnlineFraudLearner | None = None
+        self.covered = -1
+
+    async def __call__(self, events: Sequence[Any]) -> None:
+        await guarded(LEARN_STEP, events, self.handle, self.dead)
+
+    async def _restore(self) -> OnlineFraudLearner:
+        raw = await self.load_latest()
+        if raw is None:
+            self.covered = -1
+            return OnlineFraudLearner()
+        learner, self.covered = decode_snapshot(raw)
+        log.info("learner restored: %s, covers training offset %d", learner.version, self.covered)
+        return learner
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        learner = self.learner or await self._restore()
+        self.learner = None  # until this batch is checkpointed, memory may run ahead of it
+        todo: list[list[Any]] = []
+        covered = self.covered
+        for event in events:
+            offset = event.message.offset
+            if offset <= self.covered:
+                continue  # already in the checkpoint
+            try:
+                todo.extend(decode_rows(event.message.value, "examples"))
+            except ValueError as exc:
+                await self.dead.send(event, LEARN_STEP, "invalid_internal", str(exc))
+            covered = max(covered, offset)
+
+        def learn() -> bytes:
+            for _tx_id, is_fraud, features in todo:
+                learner.learn(features, bool(is_fraud))
+            return encode_snapshot(learner, covered)
+
+        if covered > self.covered:
+            loop = asyncio.get_running_loop()
+            snapshot = await loop.run_in_executor(self.executor, learn)
+            await self.outputs.send(self.snapshot_topic, SNAPSHOT_KEY, snapshot, 0)
+            await self.outputs.delivered()
+            self.covered = covered
+        self.learner = learner
+        self.metrics.learned.labels(LEARN_STEP).set(learner.learned)
+        self.metrics.events.labels(LEARN_STEP, "ok").inc(len(todo))

@@ -1,0 +1,237 @@
+"""The fraud pipeline's scoring stage: terminal windows, batched ONNX and River scores.
+
+``score-transactions`` reads ``tx-by-terminal`` and ``labels-by-terminal`` (co-partitioned by
+terminal, :mod:`pipelines.fraud_wire`). A label updates the terminal's risk window and joins
+the features that were scored for its transaction (kept in ``pending-features``); the joined
+example goes to ``fraud-training`` for the single learner. A transaction gets its six terminal
+features, then the whole batch is scored off the event loop by the ONNX model and by the
+latest River snapshot, blended (``STREAMWISE_TRANSACTIONS__SCORING``), and produces one
+prediction each and an alert above the threshold. State is written once per terminal and
+batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from time import monotonic, perf_counter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.fraud_onnx import ReloadingFraudModel
+from pipelines.deadletters import DeadLetterSink
+from pipelines.fraud_learning import LearnerReplica
+from pipelines.fraud_routing import feature_config
+from pipelines.fraud_wire import decode_rows, encode_rows
+from pipelines.metrics import StepMetrics
+from pipelines.outputs import Outputs
+from pipelines.settings import Settings
+from pipelines.steps import guarded
+from processors.fraud_explain import Pseudonymizer, top_reasons
+from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
+from processors.fraud_pending import PendingFeatures
+from processors.schemas import Alert, Prediction, encode
+
+__all__ = ["ALERT_KIND", "PIPELINE", "STEP", "ScoreTransactions", "blend"]
+
+STEP = "score-transactions"
+PIPELINE = "transactions"
+ALERT_KIND = "fraud_suspected"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def blend(
+    onnx: npt.NDArray[np.float64], river: npt.NDArray[np.float64], mode: str, weight: float
+) -> npt.NDArray[np.float64]:
+    """The score an alert reads: ONNX only, River only, or ``(1 - w) * onnx + w * river``."""
+    if mode == "onnx":
+        return onnx
+    if mode == "river":
+        return river
+    out: npt.NDArray[np.float64] = (1.0 - weight) * onnx + weight * river
+    return out
+
+
+class ScoreTransactions:
+    """Stage ``score-transactions``: one micro-batch of internal records at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ReloadingFraudModel,
+        learner: LearnerReplica,
+        terminals: MutableMapping[int, Any],
+        pending: MutableMapping[int, Any],
+        outputs: Outputs,
+        metrics: StepMetrics,
+        topics: dict[str, str],
+        executor: Executor | None = None,
+    ) -> None:
+        self.settings = settings
+        # Terminal windows take events out of order as far back as their longest window: the
+        # repartition mixes customer partitions whose event times drift apart (a replay runs
+        # them at different speeds), which is not lateness of the input (the customer stage
+        # judged that). A terminal feature reads only transactions older than the label
+        # delay, so a drift shorter than the delay leaves it exact (docs/pipelines.md).
+        base = feature_config(settings)
+        drift_ms = base.label_delay_ms + base.windows_ms[-1]
+        self.config = replace(base, grace_ms=drift_ms + base.grace_ms)
+        self.model = model
+        self.learner = learner
+        self.terminals = terminals
+        self.pending = pending
+        self.outputs = outputs
+        self.metrics = metrics
+        self.topics = topics  # "tx", "labels", "training": internal topic names
+        self.executor = executor
+        self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
+        key = settings.transactions.pseudonymise_key
+        self.names = Pseudonymizer(key.get_secret_value().encode() if key else None)
+        self.next_model_check = 0.0
+        self.pending_ttl_ms = self.config.label_delay_ms * 2 + self.config.grace_ms
+
+    async def __call__(self, events: Sequence[Any]) -> None:
+        await guarded(STEP, events, self.handle, self.dead)
+
+    def _maybe_reload(self) -> None:
+        now = monotonic()
+        if now < self.next_model_check:
+            return
+        self.next_model_check = now + self.settings.transactions.model_check_s
+        before = self.model.last_error
+        if self.model.maybe_reload():
+            self.metrics.model_reloads.labels(STEP, "loaded").inc()
+        elif self.model.last_error and self.model.last_error != before:
+            self.metrics.model_reloads.labels(STEP, "refused").inc()
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        started = perf_counter()
+        self._maybe_reload()
+        windows: dict[int, TerminalWindow] = {}
+        pendings: dict[int, PendingFeatures] = {}
+        owner: dict[int, Any] = {}
+
+        def window(terminal: int, event: Any) -> TerminalWindow:
+            owner[terminal] = event
+            if terminal not in windows:
+                windows[terminal] = TerminalWindow.from_bytes(self.terminals.get(terminal))
+            return windows[terminal]
+
+        def pending(terminal: int) -> PendingFeatures:
+            if terminal not in pendings:
+                pendings[terminal] = PendingFeatures.from_bytes(self.pending.get(terminal))
+            return pendings[terminal]
+
+        examples: list[list[Any]] = []
+        scored: list[tuple[Any, list[Any], list[float]]] = []
+        for event in events:
+            topic = event.message.topic
+            field = "labels" if topic == self.topics["labels"] else "rows"
+            try:
+                rows = decode_rows(event.message.value, field)
+            except ValueError as exc:
+                await self.dead.send(event, STEP, "invalid_internal", str(exc))
+                continue
+            if field == "labels":
+                for tx_id, terminal, is_fraud, label_ms in rows:
+                    status = window(terminal, event).add_label(
+                        tx_id, None, label_ms, bool(is_fraud), self.config
+                    )
+                    self.metrics.labels.labels(STEP, str(status)).inc()
+                    features = pending(terminal).pop(tx_id)
+                    if features is not None:
+                        examples.append([tx_id, int(is_fraud), features])
+                continue
+            for row in rows:
+                tx_id, t_ms, _customer, terminal, amount = row[:5]
+                by_terminal = window(terminal, event).add_transaction(tx_id, t_ms, self.config)
+                if isinstance(by_terminal, Late):
+                    original = (str(row[2]).encode(), row[-1].encode())
+                    await self.dead.send(event, STEP, "late", by_terminal.detail, original)
+                    continue
+                features = feature_row(amount, t_ms, row[7:13], by_terminal)
+                waiting = pending(terminal)
+                waiting.add(tx_id, t_ms, features)
+                waiting.expire(t_ms, self.pending_ttl_ms)
+                scored.append((event, row, features))
+        for terminal, state in windows.items():
+            with self.outputs.scope(owner[terminal]):  # changelog partition = the input's
+                self.terminals[terminal] = state.to_bytes()
+                if terminal in pendings:
+                    self.pending[terminal] = pendings[terminal].to_bytes()
+        if examples:
+            await self.outputs.send(
+                self.topics["training"], None, encode_rows("examples", examples), 0
+            )
+        if scored:
+            await self._score_and_emit(scored)
+        m = self.metrics
+        m.events.labels(STEP, "ok").inc(len(scored))
+        m.batch_size.labels(STEP).observe(len(events))
+        m.batch_seconds.labels(STEP).observe(perf_counter() - started)
+
+    async def _score_and_emit(self, scored: list[tuple[Any, list[Any], list[float]]]) -> None:
+        x = np.array([f for _, _, f in scored], dtype=np.float64)
+        loop = asyncio.get_running_loop()
+        onnx, onnx_version = await loop.run_in_executor(
+            self.executor, self.model.predict_batch_versioned, x
+        )
+        river, river_version, stats = await loop.run_in_executor(
+            self.executor, self.learner.predict_batch_versioned, x
+        )
+        conf = self.settings.transactions
+        # An untrained learner says 0.5 to everything: until it has learned, ONNX decides.
+        mode = conf.scoring if stats is not None else "onnx"
+        scores = blend(onnx, river, mode, conf.river_weight)
+        versions = {"onnx": onnx_version, "river": river_version, "scoring": mode}
+        now = datetime.now(UTC)
+        topics = self.settings.topics
+        threshold = conf.alert_threshold
+        for (_, row, features), score, s_onnx, s_river in zip(
+            scored, scores.tolist(), onnx.tolist(), river.tolist(), strict=True
+        ):
+            tx_id, t_ms, customer, terminal = row[:4]
+            entity = self.names.entity("customer", customer)
+            key = entity.encode()
+            event_time = _EPOCH + timedelta(milliseconds=t_ms)
+            named = dict(zip(FEATURE_NAMES, (round(v, 6) for v in features), strict=True))
+            prediction = Prediction(
+                pipeline=PIPELINE,
+                event_id=str(tx_id),
+                entity=entity,
+                score=round(score, 6),
+                threshold=threshold,
+                model_versions=versions,
+                event_time=event_time,
+                emit_time=now,
+                features=named | {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)},
+            )
+            await self.outputs.send(topics.predictions, key, encode(prediction))
+            if score >= threshold:
+                reasons = [
+                    f"score {score:.3f} (onnx {s_onnx:.3f}, river {s_river:.3f}) "
+                    f">= threshold {threshold:g}",
+                    f"at {self.names.entity('terminal', terminal)}",
+                    *top_reasons(named, stats),
+                ]
+                alert = Alert(
+                    pipeline=PIPELINE,
+                    kind=ALERT_KIND,
+                    event_id=str(tx_id),
+                    entity=entity,
+                    score=round(score, 6),
+                    threshold=threshold,
+                    model_versions=versions,
+                    reasons=reasons,
+                    event_time=event_time,
+                    emit_time=now,
+                )
+                await self.outputs.send(topics.alerts, key, encode(alert))
+                self.metrics.alerts.labels(STEP, ALERT_KIND).inc()
+        newest = _EPOCH + timedelta(milliseconds=max(row[1] for _, row, _ in scored))
+        self.metrics.event_time_lag.labels(STEP).set((now - newest).total_seconds())

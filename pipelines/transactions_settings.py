@@ -1,0 +1,35 @@
+"""Settings of the fraud pipeline behind ``streamwise worker transactions``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["TransactionSettings"]
+
+
+class TransactionSettings(BaseModel):
+    """Windows, models, score blending, alerting and pseudonymisation of the fraud pipeline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    label_delay_days: float = Field(default=7.0, gt=0, le=365)
+    grace_s: float = Field(default=3600.0, ge=0)
+    model: Path | None = None
+    model_manifest: Path | None = None
+    model_check_s: float = Field(default=5.0, gt=0)
+    scoring: Literal["onnx", "river", "blend"] = "blend"
+    river_weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    pseudonymise_key: SecretStr | None = None
+    learner_batch_s: float = Field(default=1.0, gt=0)
+
+    @property
+    def label_delay_ms(self) -> int:
+        return round(self.label_delay_days * 86_400_000)
+
+    @property
+    def grace_ms(self) -> int:
+        return round(self.grace_s * 1000)
