@@ -41,7 +41,9 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
 
     The app's metrics live in ``app.streamwise_metrics`` (a :class:`StepMetrics`).
     """
-    datadir = settings.state_dir.resolve() / pipeline
+    # One folder per app id: table files are named by table and partition only, so two apps
+    # (prefixes) sharing a folder would read each other's state.
+    datadir = settings.state_dir.resolve() / f"{settings.app_prefix}-{pipeline}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_prefix}-{pipeline}",
