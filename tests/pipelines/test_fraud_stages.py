@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,3 +191,19 @@ def test_when_even_dead_letters_are_refused_the_batch_fails(home: Path) -> None:
     step.outputs = step.dead.outputs = out
     with pytest.raises(DeliveryError):
         run(step, events("transactions", [tx(1, 7, 20.0)]))
+
+
+def test_ids_are_pseudonymised_with_a_keyed_hash_when_a_key_is_set(home: Path) -> None:
+    settings = Settings(home=home, transactions={"pseudonymise_key": "s3cret"})
+    names = internal_topics(settings)
+    out = RecordingOutputs()
+    step = ScoreTransactions(
+        settings, load_model(settings), LearnerReplica(), {}, {}, out, StepMetrics(), names
+    )
+    t = int(T0.timestamp() * 1000)
+    run(step, [internal(names["tx"], "rows", [row(1, t, 20.0)])])
+    (sent,) = out.on("predictions")
+    entity = orjson.loads(sent.value)["entity"]
+    digest = hmac.new(b"s3cret", b"customer:7", hashlib.sha256).hexdigest()
+    assert entity == f"customer:~{digest[:16]}"
+    assert sent.key == entity.encode()
