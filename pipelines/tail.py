@@ -95,10 +95,16 @@ def _records(
         else:
             consumer.seek_to_end(*tps)
         idle_since = time.monotonic()
+        # kafka-python has been seen returning a record twice (the demo printed one alert
+        # twice that the topic holds once); a sequential reader never needs an offset again.
+        seen: dict[int, int] = {}
         while timeout_s is None or time.monotonic() - idle_since < timeout_s:
             batch = consumer.poll(timeout_ms=200)
             for records in batch.values():
                 for record in records:
+                    if record.offset <= seen.get(record.partition, -1):
+                        continue
+                    seen[record.partition] = record.offset
                     idle_since = time.monotonic()
                     try:
                         yield orjson.loads(record.value)
