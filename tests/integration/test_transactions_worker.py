@@ -6,6 +6,7 @@ import base64
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pyarrow.compute as pc
@@ -288,3 +289,36 @@ def _aiokafka_ids(settings: Settings, topic: str) -> set[str]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def test_a_new_model_listed_in_the_manifest_is_picked_up_without_a_restart(
+    settings: Settings, start_worker: Callable[[Settings, str], Worker], tmp_path: Path
+) -> None:
+    from models.fraud_onnx import write_manifest
+    from tests.unit.test_fraud_models import listing, put, tiny_onnx
+
+    path, manifest = tmp_path / "fraud.onnx", tmp_path / "fraud.toml"
+    put(path, tiny_onnx(1))
+    write_manifest(manifest, listing(path, path.read_bytes(), "live/1"))
+    conf = settings.transactions.model_copy(
+        update={"model": path, "model_manifest": manifest, "model_check_s": 0.2}
+    )
+    live = settings.model_copy(update={"transactions": conf})
+    worker = start_worker(live, "transactions")
+    worker.wait_assigned(live.topics.transactions)
+    table = small_table(customers=40, days=4, seed=8)
+    first, second = table.slice(0, table.num_rows // 2), table.slice(table.num_rows // 2)
+    publish_transactions(live, first, kinds=("tx",))
+    preds = read_topic(live, live.topics.predictions, lambda r: len(r) >= first.num_rows)
+    assert {p["model_versions"]["onnx"] for p in preds} == {"live/1"}
+
+    new = tiny_onnx(2)
+    put(path, new)
+    write_manifest(manifest, listing(path, new, "live/2"))
+    time.sleep(1.0)  # the worker looks every 0.2 s; it needs a batch to look at all
+    publish_transactions(live, second, kinds=("tx",))
+    preds = read_topic(live, live.topics.predictions, lambda r: len(r) >= table.num_rows)
+    second_ids = {str(i) for i in second.column("tx_id").to_pylist()}
+    later = {p["model_versions"]["onnx"] for p in preds if p["event_id"] in second_ids}
+    assert later == {"live/2"}, worker.log_tail()
+    assert worker.proc.poll() is None
