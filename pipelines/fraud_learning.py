@@ -135,6 +135,7 @@ class SnapshotFollower:
         self.topic = topic
         self.replica = replica
         self.applied = 0
+        self.ready = asyncio.Event()  # set once the newest checkpoint (if any) is applied
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -142,23 +143,36 @@ class SnapshotFollower:
         from pipelines.kafka import client_config
 
         tp = TopicPartition(self.topic, 0)
-        consumer = AIOKafkaConsumer(**client_config(self.settings), enable_auto_commit=False)
-        await consumer.start()
+        while True:  # a broker hiccup restarts the follower; scoring goes on meanwhile
+            consumer = AIOKafkaConsumer(**client_config(self.settings), enable_auto_commit=False)
+            try:
+                await consumer.start()
+                consumer.assign([tp])
+                end = (await consumer.end_offsets([tp]))[tp]
+                consumer.seek(tp, max(end - 1, 0))
+                if end == 0:
+                    self.ready.set()
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1000)
+                    records = [r for batch in batches.values() for r in batch]
+                    if records and records[-1].value:
+                        self._apply(records[-1].value)
+                        self.ready.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: log, wait, reconnect
+                log.warning("learner snapshot follower failed (%s); retrying in 5 s", exc)
+                self.ready.set()  # score with what there is rather than not at all
+                await asyncio.sleep(5)
+            finally:
+                await consumer.stop()
+
+    def _apply(self, raw: bytes) -> None:
         try:
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            consumer.seek(tp, max(end - 1, 0))
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                records = [r for batch in batches.values() for r in batch]
-                if records and records[-1].value:
-                    try:
-                        self.replica.update(records[-1].value)
-                        self.applied += 1
-                    except SnapshotError as exc:
-                        log.warning("ignored a bad learner snapshot: %s", exc)
-        finally:
-            await consumer.stop()
+            self.replica.update(raw)
+            self.applied += 1
+        except SnapshotError as exc:
+            log.warning("ignored a bad learner snapshot: %s", exc)
 
 
 class LearnFraud:

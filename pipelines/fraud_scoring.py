@@ -13,6 +13,7 @@ batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import MutableMapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -43,6 +44,7 @@ STEP = "score-transactions"
 PIPELINE = "transactions"
 ALERT_KIND = "fraud_suspected"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 def blend(
@@ -71,6 +73,7 @@ class ScoreTransactions:
         metrics: StepMetrics,
         topics: dict[str, str],
         executor: Executor | None = None,
+        learner_ready: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         # Terminal windows take events out of order as far back as their longest window: the
@@ -89,6 +92,7 @@ class ScoreTransactions:
         self.metrics = metrics
         self.topics = topics  # "tx", "labels", "training": internal topic names
         self.executor = executor
+        self.learner_ready = learner_ready
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
         key = settings.transactions.pseudonymise_key
         self.names = Pseudonymizer(key.get_secret_value().encode() if key else None)
@@ -112,6 +116,13 @@ class ScoreTransactions:
     async def handle(self, events: Sequence[Any]) -> None:
         started = perf_counter()
         self._maybe_reload()
+        if self.learner_ready is not None and not self.learner_ready.is_set():
+            # A (re)started worker scores with the learner's newest checkpoint, not a blank one.
+            try:
+                await asyncio.wait_for(self.learner_ready.wait(), 30)
+            except TimeoutError:
+                log.warning("no learner checkpoint after 30 s; scoring with what there is")
+                self.learner_ready = None
         windows: dict[int, TerminalWindow] = {}
         pendings: dict[int, PendingFeatures] = {}
         owner: dict[int, Any] = {}

@@ -131,6 +131,7 @@ def build(
     outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, *names.values()])
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     replica = LearnerReplica()
+    follower = SnapshotFollower(settings, names["snapshots"], replica)
     customers = CustomerFeatures(
         settings, customer_state, outputs, metrics, names["tx"], t.partitions
     )
@@ -145,6 +146,7 @@ def build(
         metrics,
         names,
         executor,
+        follower.ready,
     )
     learner = LearnFraud(
         settings,
@@ -154,7 +156,6 @@ def build(
         lambda: latest_snapshot(settings, names["snapshots"]),
         executor,
     )
-    follower = SnapshotFollower(settings, names["snapshots"], replica)
 
     refetch = kafka_refetch(settings)
 

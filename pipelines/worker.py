@@ -17,10 +17,15 @@ log = logging.getLogger(__name__)
 
 
 def _build_transactions(app: faust.App, settings: Settings) -> object:
+    from kafka.errors import KafkaError
+
     from pipelines import transactions
     from pipelines.kafka import create_topics
 
-    create_topics(settings, transactions.internal_specs(settings))
+    try:
+        create_topics(settings, transactions.internal_specs(settings))
+    except KafkaError as exc:
+        log.warning("could not create the pipeline's internal topics (%s); they must exist", exc)
     return transactions.build(app, settings)
 
 

@@ -71,7 +71,17 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     )
     assert more.num_rows > 0
     publish_transactions(settings, more, kinds=("tx",))
-    read_topic(settings, settings.topics.predictions, lambda r: len(r) >= n + more.num_rows, 120)
+    preds = read_topic(
+        settings, settings.topics.predictions, lambda r: len(r) >= n + more.num_rows, 120
+    )
+    # The new worker scores with the learner's checkpoint (every worker follows them).
+    more_ids = {str(i) for i in more.column("tx_id").to_pylist()}
+    versions = {
+        (p["model_versions"]["river"], p["model_versions"]["scoring"])
+        for p in preds
+        if p["event_id"] in more_ids
+    }
+    assert versions == {(f"river-logreg/{n}", "blend")}
     publish_transactions(settings, more, kinds=("label",))
     assert _learned(settings, until=n + more.num_rows) == n + more.num_rows
 
