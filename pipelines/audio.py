@@ -27,7 +27,7 @@ from models.silero_vad import RATE, SileroVad
 from models.sound_classifier import OnnxSoundClassifier, SoundClassifier
 from pipelines.app import raw_topic
 from pipelines.audio_analyzer import AudioAnalyzer, BatchResult, Finding, VadModel
-from pipelines.batching import kafka_refetch, take_batches
+from pipelines.batching import batch_agent
 from pipelines.deadletters import DeadLetterSink
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs, Outputs
@@ -203,13 +203,7 @@ def build(app: faust.App, settings: Settings) -> AudioPipeline:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     step = AnalyzeAudio(settings, analyzer, outputs, metrics, executor)
 
-    refetch = kafka_refetch(settings)
-
-    @app.agent(source, name=STEP)
-    async def analyze_audio(stream: faust.StreamT[bytes]) -> None:
-        size, within = settings.worker.batch_size, settings.worker.batch_within_s
-        async for events in take_batches(stream, size, within, refetch):
-            await step(events)
+    analyze_audio = batch_agent(app, source, STEP, step, settings)
 
     async def stalled() -> None:
         await step.check_stalled()

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 from faust.types import TP, StreamT
 
 from pipelines.settings import Settings
@@ -32,6 +33,7 @@ __all__ = [
     "OffsetWatch",
     "RecoveredEvent",
     "RecoveredMessage",
+    "batch_agent",
     "kafka_refetch",
     "take_batches",
 ]
@@ -78,7 +80,7 @@ class OffsetWatch:
     real gap (markers, compaction) simply reads back nothing. The hole is logged.
     """
 
-    def __init__(self, refetch: Refetch | None = None) -> None:
+    def __init__(self, refetch: Refetch) -> None:
         self.refetch = refetch
         self.last: dict[Any, int] = {}
         self.holes = 0
@@ -91,9 +93,6 @@ class OffsetWatch:
         if last is None or offset <= last + 1:
             return []  # in order, or read again from an earlier offset after a rebalance
         self.holes += 1
-        if self.refetch is None:
-            log.warning("%s: offsets %d..%d never reached the stream", tp, last + 1, offset - 1)
-            return []
         records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
         self.recovered += len(records)
         log.warning(
@@ -177,7 +176,7 @@ class CommitBarrier:
 
 
 async def take_batches(
-    stream: StreamT[Any], max_: int, within: float, refetch: Refetch | None = None
+    stream: StreamT[Any], max_: int, within: float, refetch: Refetch
 ) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_`` events, waiting at most ``within`` s for a full one."""
     events: list[Any] = []
@@ -231,3 +230,30 @@ async def take_batches(
     finally:
         s.enable_acks = enable_acks
         s._processors.remove(add_to_buffer)
+
+
+def batch_agent(
+    app: faust.App,
+    source: Any,
+    name: str,
+    step: Callable[[list[Any]], Awaitable[None]],
+    settings: Settings,
+    *,
+    size: int | None = None,
+    within: float | None = None,
+) -> Any:
+    """Declare agent ``name`` on ``source`` handing each micro-batch to ``step``.
+
+    Batches hold at most ``size`` events (default ``STREAMWISE_WORKER__BATCH_SIZE``) and wait
+    at most ``within`` seconds (default ``…__BATCH_WITHIN_S``); skipped records are read back
+    from the broker (:func:`kafka_refetch`).
+    """
+    refetch = kafka_refetch(settings)
+    most = size or settings.worker.batch_size
+    wait = within or settings.worker.batch_within_s
+
+    async def agent(stream: StreamT[Any]) -> None:
+        async for events in take_batches(stream, most, wait, refetch):
+            await step(events)
+
+    return app.agent(source, name=name)(agent)

@@ -140,6 +140,7 @@ class ScoreTransactions:
 
         examples: list[list[Any]] = []
         scored: list[tuple[Any, list[Any], list[float]]] = []
+        newest: dict[int, int] = {}  # newest payment time per terminal in this batch
         for event in events:
             topic = event.message.topic
             field = "labels" if topic == self.topics["labels"] else "rows"
@@ -166,14 +167,15 @@ class ScoreTransactions:
                     await self.dead.send(event, STEP, "late", by_terminal.detail, original)
                     continue
                 features = feature_row(amount, t_ms, row[7:13], by_terminal)
-                waiting = pending(terminal)
-                waiting.add(tx_id, t_ms, features)
-                waiting.expire(t_ms, self.pending_ttl_ms)
+                pending(terminal).add(tx_id, t_ms, features)
+                newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
         for terminal, state in windows.items():
             with self.outputs.scope(owner[terminal]):  # changelog partition = the input's
                 self.terminals[terminal] = state.to_bytes()
                 if terminal in pendings:
+                    if terminal in newest:  # once per terminal and batch, not per payment
+                        pendings[terminal].expire(newest[terminal], self.pending_ttl_ms)
                     self.pending[terminal] = pendings[terminal].to_bytes()
         if examples:
             await self.outputs.send(
@@ -188,12 +190,16 @@ class ScoreTransactions:
 
     async def _score_and_emit(self, scored: list[tuple[Any, list[Any], list[float]]]) -> None:
         x = np.array([f for _, _, f in scored], dtype=np.float64)
+
+        def both() -> tuple[Any, ...]:  # one hop to the worker thread for both models
+            return (
+                *self.model.predict_batch_versioned(x),
+                *self.learner.predict_batch_versioned(x),
+            )
+
         loop = asyncio.get_running_loop()
-        onnx, onnx_version = await loop.run_in_executor(
-            self.executor, self.model.predict_batch_versioned, x
-        )
-        river, river_version, stats = await loop.run_in_executor(
-            self.executor, self.learner.predict_batch_versioned, x
+        onnx, onnx_version, river, river_version, stats = await loop.run_in_executor(
+            self.executor, both
         )
         conf = self.settings.transactions
         # An untrained learner says 0.5 to everything: until it has learned, ONNX decides.
@@ -230,18 +236,7 @@ class ScoreTransactions:
                     f"at {self.names.entity('terminal', terminal)}",
                     *top_reasons(named, stats),
                 ]
-                alert = Alert(
-                    pipeline=PIPELINE,
-                    kind=ALERT_KIND,
-                    event_id=str(tx_id),
-                    entity=entity,
-                    score=round(score, 6),
-                    threshold=threshold,
-                    model_versions=versions,
-                    reasons=reasons,
-                    event_time=event_time,
-                    emit_time=now,
-                )
+                alert = Alert.about(prediction, ALERT_KIND, reasons)
                 await self.outputs.send(topics.alerts, key, encode(alert))
                 self.metrics.alerts.labels(STEP, ALERT_KIND).inc()
         newest = _EPOCH + timedelta(milliseconds=max(row[1] for _, row, _ in scored))

@@ -29,7 +29,7 @@ import faust
 
 from models.fraud_onnx import DEFAULT_MANIFEST, ReloadingFraudModel, find_entry
 from pipelines.app import raw_topic
-from pipelines.batching import kafka_refetch, take_batches
+from pipelines.batching import batch_agent
 from pipelines.fraud_learning import (
     LEARN_STEP,
     LearnerReplica,
@@ -112,7 +112,6 @@ def build(
     t = settings.topics
     names = internal_topics(settings)
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
-    size, within = settings.worker.batch_size, settings.worker.batch_within_s
 
     def table(name: str, help_: str) -> Any:
         return app.Table(
@@ -157,34 +156,31 @@ def build(
         executor,
     )
 
-    refetch = kafka_refetch(settings)
-
-    @app.agent(raw_topic(app, t.transactions, t.partitions), name=CUSTOMER_STEP)
-    async def customer_features(stream: faust.StreamT[bytes]) -> None:
-        async for events in take_batches(stream, size, within, refetch):
-            await customers(events)
-
-    @app.agent(raw_topic(app, t.transaction_labels, t.partitions), name=LABEL_STEP)
-    async def route_labels(stream: faust.StreamT[bytes]) -> None:
-        async for events in take_batches(stream, size, within, refetch):
-            await labels(events)
-
-    @app.agent(app.topic(names["tx"], names["labels"], value_serializer="raw"), name=STEP)
-    async def score_transactions(stream: faust.StreamT[bytes]) -> None:
-        async for events in take_batches(stream, max(1, size // 10), within, refetch):
-            await scorer(events)
-
-    @app.agent(raw_topic(app, names["training"], 1), name=LEARN_STEP)
-    async def learn_fraud(stream: faust.StreamT[bytes]) -> None:
-        learn_within = settings.transactions.learner_batch_s
-        async for events in take_batches(stream, size, learn_within, refetch):
-            await learner(events)
-
-    app.task(follower.run)
+    size = settings.worker.batch_size
     agents = {
-        CUSTOMER_STEP: customer_features,
-        LABEL_STEP: route_labels,
-        STEP: score_transactions,
-        LEARN_STEP: learn_fraud,
+        CUSTOMER_STEP: batch_agent(
+            app, raw_topic(app, t.transactions, t.partitions), CUSTOMER_STEP, customers, settings
+        ),
+        LABEL_STEP: batch_agent(
+            app, raw_topic(app, t.transaction_labels, t.partitions), LABEL_STEP, labels, settings
+        ),
+        # Each record here holds a whole upstream batch's rows for one partition.
+        STEP: batch_agent(
+            app,
+            app.topic(names["tx"], names["labels"], value_serializer="raw"),
+            STEP,
+            scorer,
+            settings,
+            size=max(1, size // 10),
+        ),
+        LEARN_STEP: batch_agent(
+            app,
+            raw_topic(app, names["training"], 1),
+            LEARN_STEP,
+            learner,
+            settings,
+            within=settings.transactions.learner_batch_s,
+        ),
     }
+    app.task(follower.run)
     return TransactionsPipeline(app, settings, scorer, customers, learner, replica, agents)

@@ -28,7 +28,7 @@ import orjson
 
 from models.camera_anomaly import CameraAnomaly
 from pipelines.app import raw_topic
-from pipelines.batching import kafka_refetch, take_batches
+from pipelines.batching import batch_agent
 from pipelines.deadletters import DeadLetterSink
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs, Outputs
@@ -331,13 +331,7 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     step = AnalyzeFrames(settings, detector or load_detector(settings), outputs, metrics, executor)
 
-    refetch = kafka_refetch(settings)
-
-    @app.agent(source, name=STEP)
-    async def analyze_video(stream: faust.StreamT[bytes]) -> None:
-        size, within = settings.video.batch_size, settings.worker.batch_within_s
-        async for events in take_batches(stream, size, within, refetch):
-            await step(events)
+    analyze_video = batch_agent(app, source, STEP, step, settings, size=settings.video.batch_size)
 
     async def camera_silent() -> None:
         await step.check_silent()

@@ -140,6 +140,22 @@ class Alert:
     event_time: datetime
     emit_time: datetime
 
+    @classmethod
+    def about(cls, prediction: Prediction, kind: str, reasons: list[str]) -> Alert:
+        """The alert for ``prediction``: same event, entity, score, models and times."""
+        return cls(
+            pipeline=prediction.pipeline,
+            kind=kind,
+            event_id=prediction.event_id,
+            entity=prediction.entity,
+            score=prediction.score,
+            threshold=prediction.threshold,
+            model_versions=prediction.model_versions,
+            reasons=reasons,
+            event_time=prediction.event_time,
+            emit_time=prediction.emit_time,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": ALERT_SCHEMA,

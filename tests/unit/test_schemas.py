@@ -8,8 +8,10 @@ import orjson
 import pytest
 
 from processors.schemas import (
+    Alert,
     DeadLetter,
     Label,
+    Prediction,
     Rejected,
     Transaction,
     decode_dead_letter,
@@ -117,3 +119,15 @@ def test_dead_letter_keeps_original_bytes() -> None:
     data = orjson.loads(encode(letter))
     assert data["source"] == {"topic": "transactions", "partition": 2, "offset": 41}
     assert decode_dead_letter(encode(letter)) == letter
+
+
+def test_an_alert_about_a_prediction_repeats_its_event_score_models_and_times() -> None:
+    t = datetime(2018, 4, 1, tzinfo=UTC)
+    p = Prediction("transactions", "7", "customer:1", 0.9, 0.5, {"onnx": "m/1"}, t, t, {})
+    alert = Alert.about(p, "fraud_suspected", ["why"])
+    data = alert.to_dict()
+    assert data["alert_id"] == "transactions:fraud_suspected:7"
+    assert (data["entity"], data["score"], data["threshold"]) == ("customer:1", 0.9, 0.5)
+    assert data["model_versions"] == {"onnx": "m/1"}
+    assert data["reasons"] == ["why"]
+    assert (alert.event_time, alert.emit_time) == (t, t)
