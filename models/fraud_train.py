@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from models.fraud_onnx import DEFAULT_MANIFEST, write_atomic, write_manifest
 from processors.fraud_features import FEATURE_NAMES, FeatureConfig, replay_features
+from processors.fraud_metrics import average_precision, roc_auc
 from processors.simulator import SimulationConfig, simulate
 
 __all__ = [
@@ -194,41 +195,6 @@ def to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
         value.type.tensor_type.shape.dim[0].dim_param = "N"
     raw: bytes = model.SerializeToString()
     return raw
-
-
-def roc_auc(y: npt.ArrayLike, scores: npt.ArrayLike) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half).
-
-    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.75
-    """
-    truth, s = np.asarray(y).astype(bool), np.asarray(scores, dtype=np.float64)
-    n_pos = int(truth.sum())
-    n_neg = truth.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]  # average rank of each tie group
-    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def average_precision(y: npt.ArrayLike, scores: npt.ArrayLike) -> float:
-    """Average precision: precision summed over recall steps, one step per distinct score.
-
-    >>> average_precision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.8333333333333333
-    """
-    truth, s = np.asarray(y).astype(np.float64), np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-s, kind="stable")
-    ranked, hits = s[order], np.cumsum(truth[order])
-    if hits.size == 0 or hits[-1] == 0:
-        return float("nan")
-    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])  # end of each tie group
-    tps = hits[last]
-    precision = tps / (last + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 @dataclass(frozen=True)
