@@ -132,7 +132,17 @@ class Worker:
         raise AssertionError(f"worker never got {topic} assigned:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        """The log's last lines, after the worker's step counters (to tell where it stopped)."""
+        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        url = f"http://127.0.0.1:{self.settings.worker.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return tail
+        wanted = ("streamwise_events", "streamwise_labels", "streamwise_learned")
+        counters = [line for line in text.splitlines() if line.startswith(wanted)]
+        return "\n".join(["worker counters:", *counters, "log tail:", tail])
 
     def kill(self) -> None:
         if self.proc.poll() is None:

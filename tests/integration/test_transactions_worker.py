@@ -74,6 +74,7 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     preds = read_topic(
         settings, settings.topics.predictions, lambda r: len(r) >= n + more.num_rows, 120
     )
+    assert len(preds) == n + more.num_rows, worker.log_tail()
     # The new worker scores with the learner's checkpoint (every worker follows them).
     more_ids = {str(i) for i in more.column("tx_id").to_pylist()}
     versions = {
@@ -83,7 +84,8 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     }
     assert versions == {(f"river-logreg/{n}", "blend")}
     publish_transactions(settings, more, kinds=("label",))
-    assert _learned(settings, until=n + more.num_rows) == n + more.num_rows
+    learned = _learned(settings, until=n + more.num_rows)
+    assert learned == n + more.num_rows, worker.log_tail()
 
 
 def _learned(settings: Settings, until: int, timeout_s: float = 120.0) -> int:
