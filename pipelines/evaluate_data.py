@@ -33,7 +33,7 @@ from processors.simulator import SimulationConfig, simulate
 __all__ = ["PROTOCOLS", "EvalSetup", "ReplayTable", "eval_setup", "replay_table"]
 
 PROTOCOLS = ("handbook", "validation", "short")
-_SHORT = SimulationConfig(customers=400, terminals=800, days=42)
+_SHORT = SimulationConfig(customers=1000, terminals=2000, days=42)
 
 
 @dataclass(frozen=True)
