@@ -110,7 +110,9 @@ def _plot_days(report: dict[str, Any], out: Path) -> None:
     ax.set(
         xlabel="test day", ylabel="transactions", title=f"Alerts per day (score >= {threshold:g})"
     )
-    ax.legend()
+    top = max([r["alerts"] for r in rows] + [r["frauds"] for r in rows] + [1])
+    ax.set_ylim(0, top * 1.3)  # room for the legend above the bars
+    ax.legend(loc="upper center", ncol=3)
     _save(fig, out / "alerts.png")
 
 
