@@ -82,21 +82,25 @@ class Protocol:
 
 @dataclass(frozen=True)
 class LgbmParams:
-    """Deterministic gradient boosting: 500 trees of 15 leaves at rate 0.02; no class weights.
+    """Deterministic gradient boosting: 300 trees of 15 leaves at rate 0.02, each tree on a
+    seeded 80 % of the rows and of the features; no class weights.
 
     Chosen on the validation protocol (train 2018-07-18, test 2018-08-01), never on the test
-    week, for the average precision of the pipeline's blend, the metric furthest from the
-    goal (docs/evaluation.md). The former 100 trees at 0.05 stopped short of fitting: amount
+    week, for the pipeline's blend (docs/evaluation.md): against 500 trees without sampling
+    it kept the validation AP (0.674 vs 0.673 alone) and raised the AUC (0.855 vs 0.851) with
+    40 % fewer trees to score. The former 100 trees at 0.05 stopped short of fitting: amount
     frauds (always above 220) scored under 0.5. ``scale_pos_weight`` 3 and ``is_unbalance``
     lowered the validation AP (0.667 -> 0.660 and 0.616 with 300 trees): weights trade the
     ranking at the top for recall we do not need from a score, and skew the probabilities an
     alert threshold reads.
     """
 
-    n_trees: int = 500
+    n_trees: int = 300
     learning_rate: float = 0.02
     num_leaves: int = 15
     min_child_samples: int = 100
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
     scale_pos_weight: float = 1.0
     seed: int = 0
 
@@ -106,6 +110,9 @@ class LgbmParams:
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1 if self.bagging_fraction < 1.0 else 0,
             "scale_pos_weight": self.scale_pos_weight,
             "seed": self.seed,
             "deterministic": True,
