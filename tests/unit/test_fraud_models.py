@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pytest
 
 from models.assets import AssetError
-from models.fraud_learner import LearnerConfig, OnlineFraudLearner, SnapshotError
+from models.fraud_learner import OnlineFraudLearner, SnapshotError
 from models.fraud_onnx import (
     DEFAULT_MANIFEST,
     ModelEntry,
@@ -28,7 +28,7 @@ from models.fraud_onnx import (
     load_entries,
     write_manifest,
 )
-from models.fraud_train import LgbmParams, average_precision, fit, main, roc_auc, to_onnx
+from models.fraud_train import LgbmParams, fit, main, roc_auc, to_onnx
 from processors.fraud_features import FEATURE_NAMES
 
 ENTRIES = load_entries(DEFAULT_MANIFEST)
@@ -225,20 +225,6 @@ def test_the_learner_learns_only_when_told() -> None:
     for row, label in zip(x[:3000], y[:3000], strict=True):
         looped.learn(row, bool(label))
     assert looped.predict_batch(FIXED).tobytes() == learner.predict_batch(FIXED).tobytes()
-
-
-def test_the_hinges_let_the_learner_bend_at_a_threshold() -> None:
-    # labels() is a threshold rule (amount > 220 or terminal risk > 0.4): a straight logit
-    # ranks it, hinges on the amount and risks rank its top (the AP) clearly better.
-    x = features(6000, seed=5)
-    y = labels(x, seed=5)
-    aps = {}
-    for knots in ((0.0, 1.0, 2.0), ()):
-        learner = OnlineFraudLearner(LearnerConfig(knots=knots))
-        learner.learn_many(x[:4000], y[:4000])
-        aps[knots] = average_precision(y[4000:], learner.predict_batch(x[4000:]))
-    assert aps[(0.0, 1.0, 2.0)] > aps[()] + 0.05
-    assert LearnerConfig().knots == (0.0, 1.0, 2.0)  # the default is the hinged learner
 
 
 def test_a_snapshot_restores_identical_predictions() -> None:
