@@ -127,7 +127,9 @@ def build(
     terminal_state = table("terminal-windows", "Per-terminal payments and known frauds.")
     pending_state = table("pending-features", "Scored features awaiting their label.")
 
-    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, *names.values()])
+    outputs = FaustOutputs(
+        app, [t.predictions, t.alerts, t.dead_letters, t.model_metrics, *names.values()]
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     replica = LearnerReplica()
     follower = SnapshotFollower(settings, names["snapshots"], replica)
