@@ -255,7 +255,7 @@ class FraudQuality:
             return None
         cols = self._columns(days)
         closed = [self.days[d].card for d in days if self.days[d].card]
-        card = {m: float(np.mean([c[m] for c in closed])) if closed else math.nan for m in MODELS}
+        card = {m: float(np.mean([c[m] for c in closed if m in c] or math.nan)) for m in MODELS}
         return self._report("rolling", max(days), len(days), cols, card)
 
     def _close(self, day: int) -> QualityReport:
