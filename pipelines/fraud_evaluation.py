@@ -98,7 +98,7 @@ class QualityMonitor:
     def before_learn(self, learner: OnlineFraudLearner, example: list[Any]) -> None:
         """Predict ``example`` before it is learned and feed the prequential error."""
         _tx_id, is_fraud, features, *scored = example
-        when = int(scored[0][0]) if scored and scored[0] else 0
+        when = int(scored[0][0]) if scored and scored[0] else max(self.quality.watermark, 0)
         p = float(learner.predict_batch(np.asarray([features], dtype=np.float64))[0])
         found = self.drift.error(abs(float(is_fraud) - p), when)
         if found is not None:

@@ -243,7 +243,8 @@ class FraudQuality:
             if promotion is not None:
                 out.append(promotion)
         keep = max(self.config.window_days, self.config.promote_window_days) + 1
-        for day in [d for d in self.days if d <= (self.closed_through or newest) - keep]:
+        last = newest if self.closed_through is None else self.closed_through
+        for day in [d for d in self.days if d <= last - keep]:
             del self.days[day]
         return out
 

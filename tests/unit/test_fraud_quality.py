@@ -207,3 +207,25 @@ def test_pending_features_of_the_first_format_read_with_unknown_notes() -> None:
     assert entry is not None
     assert entry[:2] == (1000, [1.0, 2.0])
     assert all(math.isnan(v) for v in entry[2])
+
+
+def test_only_model_alerts_carry_evidence_and_metrics_encode_with_their_schema() -> None:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from processors.schemas import Alert, ModelMetrics, encode
+
+    when = datetime(2018, 4, 2, tzinfo=UTC)
+    alert = Alert(
+        "transactions", "fraud_suspected", "1", "customer:1", 0.9, 0.5, {}, [], when, when
+    )
+    assert "evidence" not in orjson.loads(encode(alert))
+    drift = Alert(
+        "transactions", "drift", "x", "model:river", 0.3, 0.002, {}, [], when, when, {"a": 1}
+    )
+    assert orjson.loads(encode(drift))["evidence"] == {"a": 1}
+    metrics = ModelMetrics(
+        "transactions", "day", "2018-04-02", 1, 10, 1, 2, 0, 100, 0.5, {}, {}, {}, when
+    )
+    assert orjson.loads(encode(metrics))["schema"] == "model-metrics/1"
