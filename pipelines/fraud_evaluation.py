@@ -257,6 +257,14 @@ class QualityMonitor:
         self.found = []
         if not meta:
             return
+        try:
+            self._restore(meta)
+        except Exception as exc:  # a damaged meta must not stop learning: start afresh
+            log.warning("live evaluation state not restored (%r); starting afresh", exc)
+            self.quality = FraudQuality(self.config, self.base)
+            self.drift = DriftWatch(self.drift_config)
+
+    def _restore(self, meta: dict[str, Any]) -> None:
         if Policies.from_dict(meta["base"]) == self.base:
             self.quality.policies = Policies.from_dict(meta["policies"])
         else:  # the operator changed SCORING or CHALLENGER: the settings win

@@ -132,7 +132,10 @@ class LearnerReplica:
 
     def update(self, raw: bytes) -> None:
         learner, _, meta = decode_checkpoint(raw)
-        policies = Policies.from_dict(meta["policies"]) if meta.get("policies") else None
+        try:
+            policies = Policies.from_dict(meta["policies"]) if meta.get("policies") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"bad scoring policies in a checkpoint: {exc}") from exc
         self.learner, self.stats = learner, learner_stats(learner)  # one swap per field
         self.policies = policies
 

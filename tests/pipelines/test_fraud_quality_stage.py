@@ -157,3 +157,23 @@ def test_a_jump_in_the_learner_error_raises_a_drift_alert_with_its_evidence(home
     assert evidence["event_time_ms"] < jump + 200 * 60_000
     assert drifts[0]["reasons"][0].startswith("ADWIN detected a change in |y - p|")
     assert 'streamwise_alerts_total{kind="drift",step="learn-fraud"}' in metrics.render().decode()
+
+
+def test_changed_settings_or_damaged_state_reset_the_promotion(home: Path) -> None:
+    from pipelines.fraud_evaluation import QualityMonitor
+
+    promoted = QualityMonitor(settings(home), StepMetrics(), "learn-fraud")
+    promoted.quality.policies = promoted.base.swapped()
+    meta = promoted.to_meta()
+    same = QualityMonitor(settings(home), StepMetrics(), "learn-fraud")
+    same.restore(meta)
+    assert str(same.policies.champion) == "blend:0.6"
+    changed = QualityMonitor(settings(home, challenger="river"), StepMetrics(), "learn-fraud")
+    changed.restore(meta)
+    assert (str(changed.policies.champion), str(changed.policies.challenger)) == (
+        "blend:0.3",
+        "river",
+    )
+    damaged = QualityMonitor(settings(home), StepMetrics(), "learn-fraud")
+    damaged.restore(meta | {"policies": {"champion": "forest"}})
+    assert str(damaged.policies.champion) == "blend:0.3"
