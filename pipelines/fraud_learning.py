@@ -5,7 +5,9 @@ it, whichever it is) and calls ``learn`` once per labelled example, in order. Af
 it publishes a snapshot (the River model and the offset of the last example it covers) to the
 compacted ``fraud-learner`` topic, and only then is the batch acked. A restarted learner loads
 the newest snapshot and skips examples the snapshot already covers, so the learned count is
-exactly the number of examples delivered, with no double learning and no loss.
+exactly the number of examples delivered, with no double learning and no loss. The checkpoint
+also carries the live evaluation's state (:mod:`pipelines.fraud_evaluation`): the scoring
+policies (champion and challenger), the closed event days and the drift detectors.
 
 Every worker runs a :class:`SnapshotFollower` (a plain consumer outside the group) that keeps
 a :class:`LearnerReplica` current; scorers read the replica and never mutate it.
@@ -19,19 +21,23 @@ import math
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from time import monotonic
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from models.fraud_learner import OnlineFraudLearner, SnapshotError
 from pipelines.deadletters import DeadLetterSink
+from pipelines.fraud_evaluation import QualityMonitor
 from pipelines.fraud_wire import decode_rows
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
 from pipelines.steps import guarded
 from processors.fraud_explain import LearnerStats
+from processors.fraud_quality import Policies
 
 __all__ = [
     "LEARN_STEP",
@@ -40,6 +46,7 @@ __all__ = [
     "LearnerReplica",
     "SnapshotFollower",
     "checkpoint_learned",
+    "decode_checkpoint",
     "decode_snapshot",
     "encode_snapshot",
     "latest_snapshot",
@@ -49,27 +56,51 @@ LEARN_STEP = "learn-fraud"
 SNAPSHOT_KEY = b"fraud-learner"
 _HEADER = struct.Struct("<8sq")  # magic, offset of the last training record covered
 _MAGIC = b"SWCKPT01"
+_HEADER2 = struct.Struct("<8sqI")  # magic, offset covered, length of the JSON meta after it
+_MAGIC2 = b"SWCKPT02"
 
 log = logging.getLogger(__name__)
 
 
-def encode_snapshot(learner: OnlineFraudLearner, covered: int) -> bytes:
-    return _HEADER.pack(_MAGIC, covered) + learner.to_bytes()
+def encode_snapshot(
+    learner: OnlineFraudLearner, covered: int, meta: dict[str, Any] | None = None
+) -> bytes:
+    """A checkpoint: the learner, the offset it covers and the evaluation's ``meta``."""
+    extra = orjson.dumps(meta or {})
+    return _HEADER2.pack(_MAGIC2, covered, len(extra)) + extra + learner.to_bytes()
+
+
+def _split(raw: bytes) -> tuple[int, dict[str, Any], bytes]:
+    """``(covered, meta, learner bytes)`` of a checkpoint of either format."""
+    if len(raw) >= _HEADER.size and raw[:8] == _MAGIC:
+        _, covered = _HEADER.unpack_from(raw)
+        return int(covered), {}, raw[_HEADER.size :]
+    if len(raw) < _HEADER2.size or raw[:8] != _MAGIC2:
+        raise SnapshotError("not a streamwise learner checkpoint")
+    _, covered, size = _HEADER2.unpack_from(raw)
+    end = _HEADER2.size + size
+    try:
+        meta = orjson.loads(raw[_HEADER2.size : end])
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"damaged checkpoint meta: {exc}") from exc
+    return int(covered), meta, raw[end:]
+
+
+def decode_checkpoint(raw: bytes) -> tuple[OnlineFraudLearner, int, dict[str, Any]]:
+    """The learner, the training offset it covers and the evaluation's meta (``{}``: none)."""
+    covered, meta, learner = _split(raw)
+    return OnlineFraudLearner.from_bytes(learner), covered, meta
 
 
 def decode_snapshot(raw: bytes) -> tuple[OnlineFraudLearner, int]:
     """The learner and the training offset it covers; raises :class:`SnapshotError`."""
-    if len(raw) < _HEADER.size or raw[:8] != _MAGIC:
-        raise SnapshotError("not a streamwise learner checkpoint")
-    _, covered = _HEADER.unpack_from(raw)
-    return OnlineFraudLearner.from_bytes(raw[_HEADER.size :]), int(covered)
+    learner, covered, _ = decode_checkpoint(raw)
+    return learner, covered
 
 
 def checkpoint_learned(raw: bytes) -> int:
     """The learned count of a checkpoint, read from its headers without unpickling."""
-    if len(raw) < _HEADER.size or raw[:8] != _MAGIC:
-        raise SnapshotError("not a streamwise learner checkpoint")
-    return OnlineFraudLearner.snapshot_learned(raw[_HEADER.size :])
+    return OnlineFraudLearner.snapshot_learned(_split(raw)[2])
 
 
 def learner_stats(learner: OnlineFraudLearner) -> LearnerStats | None:
@@ -88,15 +119,25 @@ def learner_stats(learner: OnlineFraudLearner) -> LearnerStats | None:
 
 
 class LearnerReplica:
-    """The scorers' read-only copy of the learner; :meth:`update` swaps in a snapshot."""
+    """The scorers' read-only copy of the learner; :meth:`update` swaps in a snapshot.
+
+    ``policies`` are the champion and challenger of the newest checkpoint (``None`` before
+    one: the scorer then uses its settings).
+    """
 
     def __init__(self) -> None:
         self.learner = OnlineFraudLearner()
         self.stats: LearnerStats | None = None
+        self.policies: Policies | None = None
 
     def update(self, raw: bytes) -> None:
-        learner, _ = decode_snapshot(raw)
+        learner, _, meta = decode_checkpoint(raw)
+        try:
+            policies = Policies.from_dict(meta["policies"]) if meta.get("policies") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"bad scoring policies in a checkpoint: {exc}") from exc
         self.learner, self.stats = learner, learner_stats(learner)  # one swap per field
+        self.policies = policies
 
     def predict_batch_versioned(
         self, x: npt.NDArray[np.float64]
@@ -195,6 +236,7 @@ class LearnFraud:
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
         self.learner: OnlineFraudLearner | None = None
         self.covered = -1
+        self.monitor = QualityMonitor(settings, metrics, LEARN_STEP)
 
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(LEARN_STEP, events, self.handle, self.dead)
@@ -203,8 +245,10 @@ class LearnFraud:
         raw = await self.load_latest()
         if raw is None:
             self.covered = -1
+            self.monitor.restore(None)
             return OnlineFraudLearner()
-        learner, self.covered = decode_snapshot(raw)
+        learner, self.covered, meta = decode_checkpoint(raw)
+        self.monitor.restore(meta)
         log.info("learner restored: %s, covers training offset %d", learner.version, self.covered)
         return learner
 
@@ -223,15 +267,21 @@ class LearnFraud:
                 await self.dead.send(event, LEARN_STEP, "invalid_internal", str(exc))
             covered = max(covered, offset)
 
-        def learn() -> bytes:
-            for _tx_id, is_fraud, features in todo:
-                learner.learn(features, bool(is_fraud))
-            return encode_snapshot(learner, covered)
+        monitor, now = self.monitor, monotonic()
+
+        def learn() -> tuple[bytes, list[tuple[str, bytes, bytes]]]:
+            for example in todo:  # [tx_id, is_fraud, features, scored (optional)]
+                monitor.before_learn(learner, example)  # prequential: predict, then learn
+                learner.learn(example[2], bool(example[1]))
+            records = monitor.after_batch(todo, learner.version, now)
+            return encode_snapshot(learner, covered, monitor.to_meta()), records
 
         if covered > self.covered:
             loop = asyncio.get_running_loop()
-            snapshot = await loop.run_in_executor(self.executor, learn)
+            snapshot, records = await loop.run_in_executor(self.executor, learn)
             await self.outputs.send(self.snapshot_topic, SNAPSHOT_KEY, snapshot, 0)
+            for topic, key, value in records:  # metrics, drifts, promotions of this batch
+                await self.outputs.send(topic, key, value)
             await self.outputs.delivered()
             self.covered = covered
         self.learner = learner

@@ -5,15 +5,17 @@ terminal, :mod:`pipelines.fraud_wire`). A label updates the terminal's risk wind
 the features that were scored for its transaction (kept in ``pending-features``); the joined
 example goes to ``fraud-training`` for the single learner. A transaction gets its six terminal
 features, then the whole batch is scored off the event loop by the ONNX model and by the
-latest River snapshot, blended (``STREAMWISE_TRANSACTIONS__SCORING``), and produces one
-prediction each and an alert above the threshold. State is written once per terminal and
-batch.
+latest River snapshot, blended by the champion policy (``STREAMWISE_TRANSACTIONS__SCORING``
+until the learner promotes the challenger), and produces one prediction each (with the
+challenger's shadow score) and an alert above the threshold. The served scores are noted in
+``pending-features`` for the live evaluation. State is written once per terminal and batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import MutableMapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -26,6 +28,7 @@ import numpy.typing as npt
 
 from models.fraud_onnx import ReloadingFraudModel
 from pipelines.deadletters import DeadLetterSink
+from pipelines.fraud_evaluation import settings_policies
 from pipelines.fraud_learning import LearnerReplica
 from pipelines.fraud_routing import feature_config
 from pipelines.fraud_wire import decode_rows, encode_rows
@@ -36,6 +39,7 @@ from pipelines.steps import guarded
 from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
 from processors.fraud_pending import PendingFeatures
+from processors.fraud_quality import Policy
 from processors.schemas import Alert, Prediction, encode
 
 __all__ = ["ALERT_KIND", "PIPELINE", "STEP", "ScoreTransactions", "blend"]
@@ -155,9 +159,11 @@ class ScoreTransactions:
                         tx_id, None, label_ms, bool(is_fraud), self.config
                     )
                     self.metrics.labels.labels(STEP, str(status)).inc()
-                    features = pending(terminal).pop(tx_id)
-                    if features is not None:
-                        examples.append([tx_id, int(is_fraud), features])
+                    entry = pending(terminal).take(tx_id)
+                    if entry is not None:  # with what was served, for the live evaluation
+                        t_ms, features, notes = entry
+                        served = [] if math.isnan(notes[0]) else [t_ms, *notes]
+                        examples.append([tx_id, int(is_fraud), features, served])
                 continue
             for row in rows:
                 tx_id, t_ms, _customer, terminal, amount = row[:5]
@@ -170,6 +176,8 @@ class ScoreTransactions:
                 pending(terminal).add(tx_id, t_ms, features)
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
+        if scored:  # before the state is written: the served scores go into pending-features
+            await self._score_and_emit(scored, pendings)
         for terminal, state in windows.items():
             with self.outputs.scope(owner[terminal]):  # changelog partition = the input's
                 self.terminals[terminal] = state.to_bytes()
@@ -181,15 +189,18 @@ class ScoreTransactions:
             await self.outputs.send(
                 self.topics["training"], None, encode_rows("examples", examples), 0
             )
-        if scored:
-            await self._score_and_emit(scored)
         m = self.metrics
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))
         m.batch_seconds.labels(STEP).observe(perf_counter() - started)
 
-    async def _score_and_emit(self, scored: list[tuple[Any, list[Any], list[float]]]) -> None:
+    async def _score_and_emit(
+        self,
+        scored: list[tuple[Any, list[Any], list[float]]],
+        pendings: dict[int, PendingFeatures],
+    ) -> None:
         x = np.array([f for _, _, f in scored], dtype=np.float64)
+        policies = self.learner.policies or settings_policies(self.settings.transactions)
 
         def both() -> tuple[Any, ...]:  # one hop to the worker thread for both models
             return (
@@ -203,16 +214,21 @@ class ScoreTransactions:
         )
         conf = self.settings.transactions
         # An untrained learner says 0.5 to everything: until it has learned, ONNX decides.
-        mode = conf.scoring if stats is not None else "onnx"
-        scores = blend(onnx, river, mode, conf.river_weight)
-        versions = {"onnx": onnx_version, "river": river_version, "scoring": mode}
+        champion = policies.champion if stats is not None else Policy("onnx")
+        scores = champion.score(onnx, river)
+        versions = {"onnx": onnx_version, "river": river_version, "scoring": champion.mode}
+        versions |= {k: v for k, v in policies.to_dict().items() if v is not None}
+        # The challenger scores in shadow: recorded in predictions, never alerted on.
+        challenger = policies.challenger
+        shadow = (challenger or champion).score(onnx, river).tolist()
         now = datetime.now(UTC)
         topics = self.settings.topics
         threshold = conf.alert_threshold
-        for (_, row, features), score, s_onnx, s_river in zip(
-            scored, scores.tolist(), onnx.tolist(), river.tolist(), strict=True
+        for (_, row, features), score, s_onnx, s_river, s_shadow in zip(
+            scored, scores.tolist(), onnx.tolist(), river.tolist(), shadow, strict=True
         ):
             tx_id, t_ms, customer, terminal = row[:4]
+            pendings[terminal].note(tx_id, [customer, s_onnx, s_river, score])
             entity = self.names.entity("customer", customer)
             key = entity.encode()
             event_time = _EPOCH + timedelta(milliseconds=t_ms)
@@ -226,7 +242,9 @@ class ScoreTransactions:
                 model_versions=versions,
                 event_time=event_time,
                 emit_time=now,
-                features=named | {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)},
+                features=named
+                | {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)}
+                | ({"score_challenger": round(s_shadow, 6)} if challenger else {}),
             )
             await self.outputs.send(topics.predictions, key, encode(prediction))
             if score >= threshold:

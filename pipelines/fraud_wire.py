@@ -12,7 +12,10 @@ Internal records (not a public schema; the app's own topics):
   customer features and ``raw`` the original transaction JSON (for dead letters);
 * ``labels-by-terminal``: ``{"v": 1, "labels": [[tx_id, terminal_id, is_fraud,
   label_time_ms], ...]}``;
-* ``fraud-training``: ``{"v": 1, "examples": [[tx_id, is_fraud, [15 features]], ...]}``.
+* ``fraud-training``: ``{"v": 1, "examples": [[tx_id, is_fraud, [15 features], served],
+  ...]}`` where ``served`` is ``[tx_time_ms, customer_id, onnx, river, score]`` (the scores
+  the payment was served with, for the live evaluation) or ``[]`` when unknown; examples
+  written before it existed have three elements.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.transaction_labels, t.partitions, keep, "transaction-label/1, key customer_id"),
         TopicSpec(t.predictions, t.partitions, keep, "prediction/1, key entity"),
         TopicSpec(t.alerts, t.partitions, keep, "alert/1, key entity"),
+        TopicSpec(t.model_metrics, 1, keep, "model-metrics/1, key pipeline:scope"),
         TopicSpec(t.audio_chunks, t.partitions, keep, "audio-chunk/1 (binary), key stream_id"),
         TopicSpec(t.video_frames, t.partitions, frames, "video-frame/1, key camera_id"),
         TopicSpec(t.video_anonymized, t.partitions, frames, "video-frame/1 with faces blurred"),

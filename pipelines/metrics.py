@@ -67,5 +67,12 @@ class StepMetrics:
             registry=r,
         )
 
+        self.model_quality = Gauge(
+            "streamwise_model_quality",
+            "Live model quality from labelled predictions (learner stage; NaN: undefined)",
+            ["model", "metric", "scope"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -41,6 +41,7 @@ class TopicSettings(BaseModel):
     predictions: str = "predictions"
     alerts: str = "alerts"
     dead_letters: str = "dead-letters"
+    model_metrics: str = "model-metrics"
     audio_chunks: str = "audio-chunks"
     video_frames: str = "video-frames"
     video_anonymized: str = "video-anonymized"

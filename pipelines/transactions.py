@@ -131,7 +131,7 @@ def build(
     terminal_state = table("terminal-windows", "Per-terminal payments and known frauds.")
     pending_state = table("pending-features", "Scored features awaiting their label.")
 
-    topics = [t.predictions, t.alerts, t.dead_letters, *names.values()]
+    topics = [t.predictions, t.alerts, t.dead_letters, t.model_metrics, *names.values()]
 
     def outputs(*states: TableState) -> FaustOutputs:
         """Each step its own outputs: it waits for its own records and flushes its own state."""

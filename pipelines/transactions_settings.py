@@ -25,6 +25,18 @@ class TransactionSettings(BaseModel):
     river_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     pseudonymise_key: SecretStr | None = None
     learner_batch_s: float = Field(default=1.0, gt=0)
+    # Champion / challenger (the champion is SCORING with RIVER_WEIGHT until a promotion).
+    challenger: Literal["none", "onnx", "river", "blend"] = "blend"
+    challenger_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    promote_margin: float = Field(default=0.02, ge=0.0, le=1.0)
+    promote_window_days: int = Field(default=7, ge=1, le=90)
+    # Live quality (prequential metrics at the learner) and drift detection.
+    quality_window_days: int = Field(default=7, ge=1, le=90)
+    quality_k: int = Field(default=100, ge=1)
+    quality_interval_s: float = Field(default=10.0, ge=0)
+    quality_day_slack_s: float = Field(default=86_400.0, ge=0)
+    drift_error_delta: float = Field(default=0.002, gt=0, lt=1)
+    drift_score_threshold: float = Field(default=50.0, gt=0)
 
     @property
     def label_delay_ms(self) -> int:

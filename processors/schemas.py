@@ -20,11 +20,13 @@ __all__ = [
     "ALERT_SCHEMA",
     "DEAD_LETTER_SCHEMA",
     "LABEL_SCHEMA",
+    "MODEL_METRICS_SCHEMA",
     "PREDICTION_SCHEMA",
     "TRANSACTION_SCHEMA",
     "Alert",
     "DeadLetter",
     "Label",
+    "ModelMetrics",
     "Prediction",
     "Rejected",
     "Transaction",
@@ -41,6 +43,7 @@ LABEL_SCHEMA: Final = "transaction-label/1"
 PREDICTION_SCHEMA: Final = "prediction/1"
 ALERT_SCHEMA: Final = "alert/1"
 DEAD_LETTER_SCHEMA: Final = "dead-letter/1"
+MODEL_METRICS_SCHEMA: Final = "model-metrics/1"
 
 _MAX_AMOUNT: Final = 1e9
 
@@ -139,6 +142,7 @@ class Alert:
     reasons: list[str]
     event_time: datetime
     emit_time: datetime
+    evidence: dict[str, Any] | None = None  # structured evidence (model alerts), optional
 
     @classmethod
     def about(cls, prediction: Prediction, kind: str, reasons: list[str]) -> Alert:
@@ -157,6 +161,7 @@ class Alert:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        evidence = {} if self.evidence is None else {"evidence": self.evidence}
         return {
             "schema": ALERT_SCHEMA,
             "alert_id": f"{self.pipeline}:{self.kind}:{self.event_id}",
@@ -169,6 +174,50 @@ class Alert:
             "model_versions": self.model_versions,
             "reasons": self.reasons,
             "event_time": format_time(self.event_time),
+            "emit_time": format_time(self.emit_time),
+        } | evidence
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetrics:
+    """Live model quality from labelled predictions (``model-metrics``, key: pipeline:scope).
+
+    ``scope`` is ``"day"`` (one event day, once its labels are in) or ``"rolling"`` (the last
+    ``days`` event days, published at an interval); ``models`` maps a model name to its
+    metrics (``None`` where undefined).
+    """
+
+    pipeline: str
+    scope: str
+    day: str  # the (last) event day covered, YYYY-MM-DD
+    days: int
+    examples: int
+    frauds: int
+    alerts: int
+    late_labels: int
+    k: int
+    threshold: float
+    policies: dict[str, str | None]
+    models: dict[str, dict[str, float | None]]
+    model_versions: dict[str, str]
+    emit_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": MODEL_METRICS_SCHEMA,
+            "pipeline": self.pipeline,
+            "scope": self.scope,
+            "day": self.day,
+            "days": self.days,
+            "examples": self.examples,
+            "frauds": self.frauds,
+            "alerts": self.alerts,
+            "late_labels": self.late_labels,
+            "k": self.k,
+            "threshold": self.threshold,
+            "policies": self.policies,
+            "models": self.models,
+            "model_versions": self.model_versions,
             "emit_time": format_time(self.emit_time),
         }
 
@@ -200,7 +249,9 @@ class DeadLetter:
         }
 
 
-def encode(record: Transaction | Label | Prediction | Alert | DeadLetter) -> bytes:
+def encode(
+    record: Transaction | Label | Prediction | Alert | DeadLetter | ModelMetrics,
+) -> bytes:
     """Serialize a record to its JSON wire form."""
     return orjson.dumps(record.to_dict())
 

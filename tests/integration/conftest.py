@@ -79,6 +79,7 @@ def settings(broker_settings: Settings, tmp_path: Path) -> Settings:
                 "predictions",
                 "alerts",
                 "dead_letters",
+                "model_metrics",
                 "audio_chunks",
                 "video_frames",
                 "video_anonymized",

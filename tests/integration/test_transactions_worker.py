@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.compute as pc
@@ -61,6 +62,21 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     # Labels arrive later; each joins the features it was scored with and is learned once.
     publish_transactions(settings, table, kinds=("label",))
     assert _learned(settings, until=n) == n, worker.log_tail()
+
+    # The learner measured the served scores against the labels: one record per event day
+    # whose labels are in (35 days, each closes once a label a day past its end arrives).
+    def days(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in records if m["scope"] == "day"]
+
+    quality = read_topic(settings, settings.topics.model_metrics, lambda r: len(days(r)) >= 33)
+    daily = days(quality)
+    assert len(daily) == 33, worker.log_tail()
+    assert {m["schema"] for m in quality} == {"model-metrics/1"}
+    assert [m["day"] for m in daily] == sorted({m["day"] for m in daily})
+    assert sum(m["examples"] for m in daily) > 0.9 * n
+    assert set(daily[0]["models"]) == {"onnx", "river", "champion", "challenger"}
+    aucs = [m["models"]["onnx"]["auc"] for m in daily if m["models"]["onnx"]["auc"] is not None]
+    assert sorted(aucs)[len(aucs) // 2] > 0.6  # the shipped model ranks frauds first
 
     # A restarted worker resumes the learner from its checkpoint, not from zero.
     worker.stop()

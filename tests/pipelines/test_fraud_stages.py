@@ -119,9 +119,20 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert preds[1]["model_versions"]["river"] == "river-logreg/0"
     run(step, [internal(names["labels"], "labels", [[2, 3, 1, t + 7 * 86_400_000]], 1)])
     (training,) = out.on(names["training"])
-    ((tx_id, is_fraud, features),) = decode_rows(training.value, "examples")
+    ((tx_id, is_fraud, features, served),) = decode_rows(training.value, "examples")
     assert (tx_id, is_fraud) == (2, 1)
     assert [round(f, 6) for f in features] == [preds[1]["features"][n] for n in FEATURE_NAMES]
+    # The scores it was served with travel along, for the live evaluation.
+    p = preds[1]
+    assert served[:2] == [t + 1, 7]
+    assert [round(v, 6) for v in served[2:]] == [
+        p["features"]["score_onnx"],
+        p["features"]["score_river"],
+        p["score"],
+    ]
+    assert p["model_versions"]["champion"] == "blend:0.3"
+    assert p["model_versions"]["challenger"] == "blend:0.6"
+    assert "score_challenger" in p["features"]
 
 
 def test_a_damaged_internal_record_is_a_dead_letter(home: Path) -> None:
