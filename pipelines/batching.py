@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+SWEEP_S = 5.0  # an idle reader checks this often for records the stream skipped
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,8 @@ class BatchReader:
         self.channel = source.__aiter__()  # registers the topic with the conductor
         self.watch = OffsetWatch(kafka_refetch(settings))
         self.getter: asyncio.Future[Any] | None = None
+        self.suspects: dict[Any, tuple[int, int]] = {}
+        self.sweep_generation: int | None = None
 
     async def _get(self, queue: Any, wait_s: float | None) -> Any:
         """The queue's next event, or None after ``wait_s`` seconds.
@@ -231,7 +234,14 @@ class BatchReader:
         return getter.result()
 
     async def _next_batch(self, queue: Any) -> list[Any]:
-        batch = [await self._get(queue, None)]
+        first = None
+        while first is None:
+            first = await self._get(queue, SWEEP_S)
+            if first is None:
+                found = await self._sweep(queue)
+                if found:
+                    return found
+        batch = [first]
         deadline = time.monotonic() + self.within
         while len(batch) < self.size:
             if self.getter is None and not queue.empty():
@@ -245,6 +255,70 @@ class BatchReader:
                 break
             batch.append(event)
         return batch
+
+    def _positions(self) -> dict[Any, int]:
+        """The consumer's fetch position of each assigned partition this reader reads."""
+        consumer: Any = self.app.consumer
+        topics = set(self.channel.topics)
+        try:
+            assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment
+            states = dict(assignment._tp_state)
+        except Exception:  # not assigned yet, or an aiokafka without these internals
+            return {}
+        positions: dict[Any, int] = {}
+        for tp, state in states.items():
+            position = getattr(state, "_position", None)
+            if tp.topic in topics and isinstance(position, int):
+                positions[TP(tp.topic, tp.partition)] = position
+        return positions
+
+    async def _sweep(self, queue: Any) -> list[Any]:
+        """Records the consumer moved past that never reached this reader, read back.
+
+        :class:`OffsetWatch` finds a skipped range when a later record arrives; a range
+        skipped at the end of what a partition holds has no later record to show it. So
+        while the queue is idle, a partition whose fetch position stayed ahead of the last
+        offset this reader saw (or of the committed offset) for two sweeps in a row has its
+        missing records read back from Kafka and handed over as a batch, and the range is
+        filed as a gap so Faust's commit can pass it.
+        """
+        app: Any = self.app
+        consumer = app.consumer
+        if app.consumer_generation_id != self.sweep_generation or not app.flow_control.is_active():
+            self.sweep_generation = app.consumer_generation_id
+            self.suspects.clear()
+            return []
+        if not queue.empty() or (self.getter is not None and self.getter.done()):
+            return []
+        found: list[Any] = []
+        suspects: dict[Any, tuple[int, int]] = {}
+        for tp, position in self._positions().items():
+            seen = self.watch.last.get(tp)
+            if seen is None:
+                committed = consumer._committed_offset.get(tp)
+                if committed is None:
+                    continue
+                seen = committed - 1
+            if position <= seen + 1:
+                continue
+            if self.suspects.get(tp) != (seen, position):
+                suspects[tp] = (seen, position)  # check again next time: may be in flight
+                continue
+            log.warning(
+                "[%s] %s: offsets %d..%d were fetched but never reached the reader; "
+                "reading them back",
+                self.name,
+                tp,
+                seen + 1,
+                position - 1,
+            )
+            records = await self.watch.refetch(tp.topic, tp.partition, seen + 1, position)
+            self.watch.recovered += len(records)
+            self.watch.last[tp] = position - 1
+            await consumer._add_gap(tp, seen + 1, position - 1)
+            found += [RecoveredEvent(r) for r in records]
+        self.suspects = suspects
+        return found
 
     async def _admit(self, batch: list[Any]) -> list[Any]:
         """The events to handle: current generation, tracked, skipped records put back."""
@@ -283,7 +357,11 @@ class BatchReader:
         queue = self.channel.queue
         barrier = CommitBarrier(app.consumer, float(app.conf.broker_commit_interval))
         while True:
-            events = await self._admit(await self._next_batch(queue))
+            batch = await self._next_batch(queue)
+            if batch and isinstance(batch[0], RecoveredEvent):
+                events = batch  # read back by the sweep: already admitted
+            else:
+                events = await self._admit(batch)
             if not events:
                 continue
             async with barrier.holding():

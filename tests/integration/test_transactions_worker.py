@@ -261,7 +261,8 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
             "found by a second reader (aiokafka); "
             f"committed after the kill {committed}, now "
             f"{_committed_offsets(slow, f'{slow.app_prefix}-transactions')}; "
-            f"first worker:\n{_notable(first)}\nsecond worker:\n{_notable(second)}"
+            f"first worker:\n{_notable(first)}\nsecond worker:\n{_notable(second)}\n"
+            f"{second.log_tail(3)}"
         )
     # At-least-once: some may be predicted twice, none lost.
     assert len(preds) >= n

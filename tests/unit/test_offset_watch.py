@@ -67,3 +67,86 @@ def test_a_real_gap_reads_back_only_what_exists() -> None:
     watch = OffsetWatch(kafka.refetch)
     assert see(watch, [38, 39, 45]) == [38, 39, 45]  # 40..44 hold no records
     assert watch.recovered == 0
+
+
+class FakeState:
+    def __init__(self, position: int) -> None:
+        self._position = position
+
+
+class FakeApp:
+    """What BatchReader's sweep reads of a Faust app: positions, commits, generation."""
+
+    def __init__(self, positions: dict[TP, int], committed: dict[TP, int]) -> None:
+        from types import SimpleNamespace
+
+        self.gaps: list[tuple[TP, int, int]] = []
+        states = {tp: FakeState(p) for tp, p in positions.items()}
+        assignment = SimpleNamespace(_tp_state=states)
+        aiokafka = SimpleNamespace(
+            _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        )
+
+        async def add_gap(tp: TP, start: int, end: int) -> None:
+            self.gaps.append((tp, start, end))
+
+        self.consumer = SimpleNamespace(
+            _thread=SimpleNamespace(_ensure_consumer=lambda: aiokafka),
+            _committed_offset=committed,
+            _add_gap=add_gap,
+        )
+        self.consumer_generation_id = 1
+        self.flow_control = SimpleNamespace(is_active=lambda: True)
+        self.states = states
+
+
+def sweeper(app: FakeApp, kafka: Kafka) -> object:
+    from types import SimpleNamespace
+
+    from pipelines.batching import BatchReader
+
+    reader = BatchReader.__new__(BatchReader)
+    reader.app = app  # type: ignore[assignment]
+    reader.name = "test"
+    reader.channel = SimpleNamespace(topics=["t"])
+    reader.watch = OffsetWatch(kafka.refetch)
+    reader.getter = None
+    reader.suspects = {}
+    reader.sweep_generation = 1
+    return reader
+
+
+def test_a_range_skipped_at_the_end_of_a_partition_is_read_back_on_the_second_idle_sweep() -> None:
+    """Nothing arrives after the hole, so only the idle sweep can find it."""
+    kafka = Kafka()
+    app = FakeApp({P0: 60, TP("t", 1): 10, TP("other", 0): 99}, {P0: 30, TP("t", 1): 10})
+    reader: object = sweeper(app, kafka)
+    queue = asyncio.Queue()  # type: ignore[var-annotated]
+
+    async def sweep() -> list[int]:
+        found = await reader._sweep(queue)  # type: ignore[attr-defined]
+        return [e.message.offset for e in found]
+
+    # Partition 0: committed 30, fetched up to 59, nothing delivered. The first sweep only
+    # suspects it (the records may be in flight); the second reads 30..59 back (40..44 are
+    # markers), files the gap for the commit and remembers what it saw.
+    assert asyncio.run(sweep()) == []
+    assert asyncio.run(sweep()) == [o for o in range(30, 60) if not 40 <= o < 45]
+    assert kafka.calls == [("t", 0, 30, 60)]
+    assert app.gaps == [(P0, 30, 59)]
+    assert asyncio.run(sweep()) == []  # caught up: nothing more to read
+    # Partition 1 is caught up (position == committed); topic "other" is not this reader's.
+
+
+def test_records_that_arrive_between_sweeps_are_not_read_back() -> None:
+    kafka = Kafka()
+    app = FakeApp({P0: 60}, {P0: 30})
+    reader: object = sweeper(app, kafka)
+    queue = asyncio.Queue()  # type: ignore[var-annotated]
+    assert asyncio.run(reader._sweep(queue)) == []  # type: ignore[attr-defined]
+    reader.watch.last[P0] = 59  # type: ignore[attr-defined]  # the stream delivered them
+    assert asyncio.run(reader._sweep(queue)) == []  # type: ignore[attr-defined]
+    app.states[P0]._position = 70  # more fetched: a new suspicion, not yet a hole
+    assert asyncio.run(reader._sweep(queue)) == []  # type: ignore[attr-defined]
+    assert kafka.calls == []
+    assert app.gaps == []
