@@ -292,7 +292,10 @@ class BatchReader:
             return []
         found: list[Any] = []
         suspects: dict[Any, tuple[int, int]] = {}
-        for tp, position in self._positions().items():
+        positions = self._positions()
+        for tp in self._reactivate(consumer, positions):
+            del positions[tp]  # its buffered records come through now
+        for tp, position in positions.items():
             seen = self.watch.last.get(tp)
             if seen is None:
                 committed = consumer._committed_offset.get(tp)
@@ -319,6 +322,26 @@ class BatchReader:
             found += [RecoveredEvent(r) for r in records]
         self.suspects = suspects
         return found
+
+    def _reactivate(self, consumer: Any, positions: dict[Any, int]) -> list[Any]:
+        """Assigned partitions Faust stopped fetching for good, fetched again.
+
+        Faust takes a partition out of its active set when the queue of its stream is nearly
+        full and puts it back when the queue drains, but only if it is still in its
+        "buffered" set, which a rebalance or recovery empties in between: the partition then
+        stays assigned, unpaused and never fetched (seen after a restart with a backlog). The
+        reader's queue is empty here, so no full buffer holds it back.
+        """
+        active = consumer._active_partitions
+        if active is None:
+            return []
+        paused = consumer._paused_partitions
+        stuck = [tp for tp in positions if tp not in active and tp not in paused]
+        for tp in stuck:
+            log.warning("[%s] %s was assigned but not fetched; fetching it again", self.name, tp)
+            active.add(tp)
+            consumer._buffered_partitions.discard(tp)
+        return stuck
 
     async def _admit(self, batch: list[Any]) -> list[Any]:
         """The events to handle: current generation, tracked, skipped records put back."""

@@ -94,6 +94,9 @@ class FakeApp:
             _thread=SimpleNamespace(_ensure_consumer=lambda: aiokafka),
             _committed_offset=committed,
             _add_gap=add_gap,
+            _active_partitions=set(positions),
+            _paused_partitions=set(),
+            _buffered_partitions=set(),
         )
         self.consumer_generation_id = 1
         self.flow_control = SimpleNamespace(is_active=lambda: True)
@@ -150,3 +153,20 @@ def test_records_that_arrive_between_sweeps_are_not_read_back() -> None:
     assert asyncio.run(reader._sweep(queue)) == []  # type: ignore[attr-defined]
     assert kafka.calls == []
     assert app.gaps == []
+
+
+def test_an_assigned_partition_faust_stopped_fetching_is_fetched_again_not_read_back() -> None:
+    kafka = Kafka()
+    p1, p2 = TP("t", 1), TP("t", 2)
+    app = FakeApp({P0: 60, p1: 10, p2: 10}, {P0: 30, p1: 10, p2: 10})
+    app.consumer._active_partitions = {p1}  # type: ignore[attr-defined]
+    app.consumer._paused_partitions = {p2}  # type: ignore[attr-defined]  # paused on purpose
+    app.consumer._buffered_partitions = {P0}  # type: ignore[attr-defined]
+    reader: object = sweeper(app, kafka)
+    queue = asyncio.Queue()  # type: ignore[var-annotated]
+    for _ in range(2):  # reactivated, then only suspected: its records may still come
+        assert asyncio.run(reader._sweep(queue)) == []  # type: ignore[attr-defined]
+    assert app.consumer._active_partitions == {P0, p1}  # type: ignore[attr-defined]
+    assert app.consumer._buffered_partitions == set()  # type: ignore[attr-defined]
+    # Its records are in the consumer's buffer and now come through: nothing read back yet.
+    assert kafka.calls == []
