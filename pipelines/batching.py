@@ -92,15 +92,20 @@ class OffsetWatch:
         self.last[tp] = offset
         if last is None or offset <= last + 1:
             return []  # in order, or read again from an earlier offset after a rebalance
-        self.holes += 1
         log.info("%s: offsets jump from %d to %d; reading the gap back", tp, last, offset)
-        records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
+        return await self.read_back(tp, last + 1, offset)
+
+    async def read_back(self, tp: Any, start: int, end: int) -> list[RecoveredEvent]:
+        """The records of ``[start, end)`` read from Kafka; ``end - 1`` counts as seen."""
+        self.holes += 1
+        records = await self.refetch(tp.topic, tp.partition, start, end)
         self.recovered += len(records)
+        self.last[tp] = max(self.last.get(tp, end - 1), end - 1)
         log.warning(
             "%s: offsets %d..%d never reached the stream; read %d record(s) back from Kafka",
             tp,
-            last + 1,
-            offset - 1,
+            start,
+            end - 1,
             len(records),
         )
         return [RecoveredEvent(r) for r in records]
@@ -234,13 +239,14 @@ class BatchReader:
         return getter.result()
 
     async def _next_batch(self, queue: Any) -> list[Any]:
+        """The next batch of events to handle, admitted (or read back by the sweep)."""
         first = None
         while first is None:
             first = await self._get(queue, SWEEP_S)
             if first is None:
                 found = await self._sweep(queue)
                 if found:
-                    return found
+                    return found  # read back from Kafka: nothing to admit
         batch = [first]
         deadline = time.monotonic() + self.within
         while len(batch) < self.size:
@@ -254,7 +260,7 @@ class BatchReader:
             if event is None:
                 break
             batch.append(event)
-        return batch
+        return await self._admit(batch)
 
     def _positions(self) -> dict[Any, int]:
         """The consumer's fetch position of each assigned partition this reader reads."""
@@ -315,11 +321,8 @@ class BatchReader:
                 seen + 1,
                 position - 1,
             )
-            records = await self.watch.refetch(tp.topic, tp.partition, seen + 1, position)
-            self.watch.recovered += len(records)
-            self.watch.last[tp] = position - 1
+            found += await self.watch.read_back(tp, seen + 1, position)
             await consumer._add_gap(tp, seen + 1, position - 1)
-            found += [RecoveredEvent(r) for r in records]
         self.suspects = suspects
         return found
 
@@ -380,11 +383,7 @@ class BatchReader:
         queue = self.channel.queue
         barrier = CommitBarrier(app.consumer, float(app.conf.broker_commit_interval))
         while True:
-            batch = await self._next_batch(queue)
-            if batch and isinstance(batch[0], RecoveredEvent):
-                events = batch  # read back by the sweep: already admitted
-            else:
-                events = await self._admit(batch)
+            events = await self._next_batch(queue)
             if not events:
                 continue
             async with barrier.holding():

@@ -246,25 +246,20 @@ def format_report(report: dict[str, Any]) -> str:
         "river_frozen": "River (frozen at the test week's start)",
         "blend_frozen": "blend (River frozen)",
     }
-    for key, label in names.items():
-        m = report["models"][key]
-        lines.append(
-            f"  {label:<38} {m['roc_auc']:>8.3f} {m['average_precision']:>8.3f} "
+
+    def cells(m: dict[str, float]) -> str:
+        return (
+            f"{m['roc_auc']:>8.3f} {m['average_precision']:>8.3f} "
             f"{m['card_precision_at_100']:>11.3f}"
         )
+
+    for key, label in names.items():
+        lines.append(f"  {label:<38} {cells(report['models'][key])}")
     lines.append("  handbook (published):")
     for label, m in report["handbook"].items():
-        lines.append(
-            f"    {label:<36} {m['roc_auc']:>8.3f} {m['average_precision']:>8.3f} "
-            f"{m['card_precision_at_100']:>11.3f}"
-        )
-    g = report["goal"]
-    lines.append(
-        f"  {'goal':<38} {g['roc_auc']:>8.3f} {g['average_precision']:>8.3f} "
-        f"{g['card_precision_at_100']:>11.3f}   "
-        + ("met" if report["goal_met"] else "not met")
-        + f" by {report['scoring']}"
-    )
+        lines.append(f"    {label:<36} {cells(m)}")
+    met = "met" if report["goal_met"] else "not met"
+    lines.append(f"  {'goal':<38} {cells(report['goal'])}   {met} by {report['scoring']}")
     lines += [
         "",
         f"  {'recall per scenario':<24} {'frauds':>7} "

@@ -130,23 +130,17 @@ def _plot_scores(ev: EvalScores, out: Path) -> None:
     _save(fig, out / "scores.png")
 
 
+_METRICS = ("roc_auc", "average_precision", "card_precision_at_100")
+
+
 def _html(report: dict[str, Any]) -> str:
-    rows = []
-    for key, m in report["models"].items():
-        rows.append(
-            f"<tr><td>{html.escape(key)}</td><td>{m['roc_auc']:.3f}</td>"
-            f"<td>{m['average_precision']:.3f}</td><td>{m['card_precision_at_100']:.3f}</td></tr>"
-        )
-    for name, m in report["handbook"].items():
-        rows.append(
-            f"<tr><td>handbook: {html.escape(name)}</td><td>{m['roc_auc']:.3f}</td>"
-            f"<td>{m['average_precision']:.3f}</td><td>{m['card_precision_at_100']:.3f}</td></tr>"
-        )
-    g = report["goal"]
-    rows.append(
-        f"<tr><th>goal</th><th>{g['roc_auc']:.3f}</th><th>{g['average_precision']:.3f}</th>"
-        f"<th>{g['card_precision_at_100']:.3f}</th></tr>"
-    )
+    def row(label: str, m: dict[str, float], cell: str = "td") -> str:
+        values = (label, *(f"{m[k]:.3f}" for k in _METRICS))
+        return "<tr>" + "".join(f"<{cell}>{v}</{cell}>" for v in values) + "</tr>"
+
+    rows = [row(html.escape(key), m) for key, m in report["models"].items()]
+    rows += [row(f"handbook: {html.escape(n)}", m) for n, m in report["handbook"].items()]
+    rows.append(row("goal", report["goal"], "th"))
     t = report["test"]
     images = "\n".join(f'<p><img src="{name}" alt="{name}"></p>' for name in PLOTS)
     return f"""<!doctype html>

@@ -114,13 +114,18 @@ class Worker:
                 stderr=subprocess.STDOUT,
             )
 
-    def health(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.settings.worker.web_port}/health"
+    def _get(self, path: str) -> bytes | None:
+        """A page of the worker's web server, or None while it does not answer."""
+        url = f"http://127.0.0.1:{self.settings.worker.web_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                return dict(orjson.loads(response.read()))
+                return bytes(response.read())
         except OSError:
             return None
+
+    def health(self) -> dict[str, Any] | None:
+        page = self._get("/health")
+        return None if page is None else dict(orjson.loads(page))
 
     def wait_assigned(self, topic: str, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -135,12 +140,10 @@ class Worker:
     def log_tail(self, lines: int = 40) -> str:
         """The log's last lines, after the worker's step counters (to tell where it stopped)."""
         tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        url = f"http://127.0.0.1:{self.settings.worker.web_port}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                text = response.read().decode()
-        except OSError:
+        page = self._get("/metrics")
+        if page is None:
             return tail
+        text = page.decode()
         wanted = ("streamwise_events", "streamwise_labels", "streamwise_learned")
         counters = [line for line in text.splitlines() if line.startswith(wanted)]
         return "\n".join(["worker counters:", *counters, "log tail:", tail])
