@@ -34,6 +34,7 @@ __all__ = [
     "RecoveredEvent",
     "RecoveredMessage",
     "batch_agent",
+    "kafka_end_offsets",
     "kafka_refetch",
 ]
 
@@ -148,6 +149,33 @@ def kafka_refetch(settings: Settings) -> Refetch:
     return refetch
 
 
+EndOffsets = Callable[[list[Any]], Awaitable[dict[Any, int]]]
+
+
+def kafka_end_offsets(settings: Settings) -> EndOffsets:
+    """An :data:`EndOffsets` asking the broker for log end offsets with one lasting consumer."""
+    client: Any = None
+
+    async def end_offsets(tps: list[Any]) -> dict[Any, int]:
+        nonlocal client
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from pipelines.kafka import client_config
+
+        if client is None:
+            client = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
+            await client.start()
+        try:
+            found = await client.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        except Exception:
+            await client.stop()
+            client = None
+            raise
+        return {TP(tp.topic, tp.partition): int(end) for tp, end in found.items()}
+
+    return end_offsets
+
+
 class CommitBarrier:
     """Holds Faust's consumer commits while a batch is handled; commits between batches.
 
@@ -221,6 +249,8 @@ class BatchReader:
         self.getter: asyncio.Future[Any] | None = None
         self.suspects: dict[Any, tuple[int, int]] = {}
         self.sweep_generation: int | None = None
+        self.ends = kafka_end_offsets(settings)
+        self.gaps: list[tuple[Any, int, int]] = []
 
     async def _get(self, queue: Any, wait_s: float | None) -> Any:
         """The queue's next event, or None after ``wait_s`` seconds.
@@ -283,10 +313,11 @@ class BatchReader:
 
         :class:`OffsetWatch` finds a skipped range when a later record arrives; a range
         skipped at the end of what a partition holds has no later record to show it. So
-        while the queue is idle, a partition whose fetch position stayed ahead of the last
-        offset this reader saw (or of the committed offset) for two sweeps in a row has its
-        missing records read back from Kafka and handed over as a batch, and the range is
-        filed as a gap so Faust's commit can pass it.
+        while the queue is idle, a partition whose fetch position or log end offset stayed
+        ahead of the last offset this reader saw (or of the committed offset) for two sweeps
+        in a row has its missing records read back from Kafka and handed over as a batch
+        (the log end covers a partition Faust stopped fetching at all). Once that batch is
+        handled, the range is filed as a gap so Faust's commit can pass it.
         """
         app: Any = self.app
         consumer = app.consumer
@@ -301,28 +332,35 @@ class BatchReader:
         positions = self._positions()
         for tp in self._reactivate(consumer, positions):
             del positions[tp]  # its buffered records come through now
-        for tp, position in positions.items():
+        seen_by_tp: dict[Any, int] = {}
+        for tp in positions:
             seen = self.watch.last.get(tp)
             if seen is None:
                 committed = consumer._committed_offset.get(tp)
                 if committed is None:
                     continue
                 seen = committed - 1
-            if position <= seen + 1:
+            seen_by_tp[tp] = seen
+        ends = await self.ends(list(seen_by_tp)) if seen_by_tp else {}
+        for tp, seen in seen_by_tp.items():
+            # Fetched but not delivered (position), or not fetched at all (log end).
+            limit = max(positions[tp], ends.get(tp, 0))
+            if limit <= seen + 1:
                 continue
-            if self.suspects.get(tp) != (seen, position):
-                suspects[tp] = (seen, position)  # check again next time: may be in flight
+            if self.suspects.get(tp) != (seen, limit):
+                suspects[tp] = (seen, limit)  # check again next time: may be in flight
                 continue
             log.warning(
-                "[%s] %s: offsets %d..%d were fetched but never reached the reader; "
+                "[%s] %s: offsets %d..%d never reached the reader (fetch position %d); "
                 "reading them back",
                 self.name,
                 tp,
                 seen + 1,
-                position - 1,
+                limit - 1,
+                positions[tp],
             )
-            found += await self.watch.read_back(tp, seen + 1, position)
-            await consumer._add_gap(tp, seen + 1, position - 1)
+            found += await self.watch.read_back(tp, seen + 1, limit)
+            self.gaps.append((tp, seen + 1, limit - 1))  # filed once they are handled
         self.suspects = suspects
         return found
 
@@ -392,6 +430,9 @@ class BatchReader:
                 for event in events:
                     if not isinstance(event, RecoveredEvent):
                         event.message.ack(consumer)
+                gaps, self.gaps = self.gaps, []
+                for tp, first, last in gaps:  # read back and handled: commits may pass
+                    await consumer._add_gap(tp, first, last)
             await barrier.commit_if_due()
 
 
