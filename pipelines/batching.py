@@ -1,10 +1,11 @@
 """Micro-batches of Faust events that are acked only after the batch was handled.
 
-:class:`BatchReader` takes a topic's events from Faust's channel queue in batches (full, or
-after ``within`` seconds) and hands each batch to a step; its messages are acked only after
-the step returned, so an unfinished batch is not committed and is read again. Faust's own
-``Stream.take_events`` acks in a ``finally`` clause, even for a batch whose handler raised or
-was cancelled, and its per-event stream machinery was the pipelines' bottleneck.
+Faust's ``Stream.take_events`` acks a batch in a ``finally`` clause, so a batch whose
+handler raised or was cancelled (a worker stopping mid-batch) is acked, and then committed,
+without its outputs. :func:`take_batches` is the same buffering (fill in the background,
+flush when full or after ``within`` seconds) with one change: a batch is acked when the
+consumer asks for the next one, that is, after the handler returned normally. An
+unfinished batch stays unacked, so its offsets are not committed and it is read again.
 
 It also keeps Faust's periodic commit out of a batch in flight (:class:`CommitBarrier`) and
 commits at batch boundaries instead. Under ``exactly_once`` a commit ends the Kafka
@@ -23,23 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, StreamT
 
 from pipelines.settings import Settings
 
 __all__ = [
-    "BatchReader",
     "CommitBarrier",
     "OffsetWatch",
     "RecoveredEvent",
     "RecoveredMessage",
     "batch_agent",
-    "kafka_end_offsets",
     "kafka_refetch",
+    "take_batches",
 ]
 
 log = logging.getLogger(__name__)
-SWEEP_S = 5.0  # an idle reader checks this often for records the stream skipped
 
 
 @dataclass(frozen=True)
@@ -93,20 +92,14 @@ class OffsetWatch:
         self.last[tp] = offset
         if last is None or offset <= last + 1:
             return []  # in order, or read again from an earlier offset after a rebalance
-        log.info("%s: offsets jump from %d to %d; reading the gap back", tp, last, offset)
-        return await self.read_back(tp, last + 1, offset)
-
-    async def read_back(self, tp: Any, start: int, end: int) -> list[RecoveredEvent]:
-        """The records of ``[start, end)`` read from Kafka; ``end - 1`` counts as seen."""
         self.holes += 1
-        records = await self.refetch(tp.topic, tp.partition, start, end)
+        records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
         self.recovered += len(records)
-        self.last[tp] = max(self.last.get(tp, end - 1), end - 1)
         log.warning(
             "%s: offsets %d..%d never reached the stream; read %d record(s) back from Kafka",
             tp,
-            start,
-            end - 1,
+            last + 1,
+            offset - 1,
             len(records),
         )
         return [RecoveredEvent(r) for r in records]
@@ -149,33 +142,6 @@ def kafka_refetch(settings: Settings) -> Refetch:
     return refetch
 
 
-EndOffsets = Callable[[list[Any]], Awaitable[dict[Any, int]]]
-
-
-def kafka_end_offsets(settings: Settings) -> EndOffsets:
-    """An :data:`EndOffsets` asking the broker for log end offsets with one lasting consumer."""
-    client: Any = None
-
-    async def end_offsets(tps: list[Any]) -> dict[Any, int]:
-        nonlocal client
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from pipelines.kafka import client_config
-
-        if client is None:
-            client = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
-            await client.start()
-        try:
-            found = await client.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
-        except Exception:
-            await client.stop()
-            client = None
-            raise
-        return {TP(tp.topic, tp.partition): int(end) for tp, end in found.items()}
-
-    return end_offsets
-
-
 class CommitBarrier:
     """Holds Faust's consumer commits while a batch is handled; commits between batches.
 
@@ -209,231 +175,61 @@ class CommitBarrier:
             await self.consumer.commit()
 
 
-class BatchReader:
-    """Hands a Faust topic's events to ``step`` in micro-batches, without Faust's Stream.
+async def take_batches(
+    stream: StreamT[Any], max_: int, within: float, refetch: Refetch
+) -> AsyncIterator[list[Any]]:
+    """Yield lists of at most ``max_`` events, waiting at most ``within`` s for a full one."""
+    events: list[Any] = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+    s: Any = stream
+    enable_acks = s.enable_acks
 
-    Faust's per-event stream machinery (processors, sensors, context switches for every
-    event) costs about 0.3 ms an event here, which capped a pipeline at a few thousand
-    events per second. The reader takes events straight from the topic's channel queue, the
-    one Faust's conductor fills from the consumer, so the only per-event cost left is
-    Faust's decoding into an event. Everything else keeps Faust's rules:
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal consuming
+        if consuming is not None:
+            try:
+                await consuming
+            finally:
+                consuming = None
+        event = s.current_event
+        if event is None:
+            raise RuntimeError("take_batches found no current event")
+        events.extend(await watch.check(event.message.tp, event.message.offset))
+        events.append(event)
+        if len(events) >= max_:
+            buffer_full.set()
+            buffer_consumed.clear()
+            await s.wait(buffer_consumed)
+        return value
 
-    - the channel is registered when the reader is built, so the consumer subscribes to it
-      with the app's other topics and Faust assigns its partitions with the tables';
-    - a message is tracked as unacked when taken and acked only after ``step`` returned, so
-      its offset is committed only once the batch's outputs were delivered; a step that
-      raises crashes the worker, leaving the batch to be read again after a restart;
-    - events fetched before a rebalance (older generation, or while flow is stopped) are
-      dropped unacked: the consumer seeks back to the committed offset and reads them again;
-    - records the stream skipped are read back (:class:`OffsetWatch`), and Faust's periodic
-      commit waits for a batch in flight (:class:`CommitBarrier`).
-    """
-
-    def __init__(
-        self,
-        app: faust.App,
-        source: Any,
-        name: str,
-        step: Callable[[list[Any]], Awaitable[None]],
-        settings: Settings,
-        size: int,
-        within: float,
-    ) -> None:
-        self.app = app
-        self.name = name
-        self.step = step
-        self.size = size
-        self.within = within
-        self.channel = source.__aiter__()  # registers the topic with the conductor
-        self.watch = OffsetWatch(kafka_refetch(settings))
-        self.getter: asyncio.Future[Any] | None = None
-        self.suspects: dict[Any, tuple[int, int]] = {}
-        self.sweep_generation: int | None = None
-        self.ends = kafka_end_offsets(settings)
-        self.gaps: list[tuple[Any, int, int]] = []
-
-    async def _get(self, queue: Any, wait_s: float | None) -> Any:
-        """The queue's next event, or None after ``wait_s`` seconds.
-
-        A get that times out stays pending for the next call instead of being cancelled:
-        Python 3.11's ``wait_for`` can cancel a get that already took its item, which would
-        lose that event.
-        """
-        if self.getter is None:
-            self.getter = asyncio.ensure_future(queue.get())
-        if not self.getter.done():
-            await asyncio.wait([self.getter], timeout=wait_s)
-            if not self.getter.done():
-                return None
-        getter, self.getter = self.getter, None
-        return getter.result()
-
-    async def _next_batch(self, queue: Any) -> list[Any]:
-        """The next batch of events to handle, admitted (or read back by the sweep)."""
-        first = None
-        while first is None:
-            first = await self._get(queue, SWEEP_S)
-            if first is None:
-                found = await self._sweep(queue)
-                if found:
-                    return found  # read back from Kafka: nothing to admit
-        batch = [first]
-        deadline = time.monotonic() + self.within
-        while len(batch) < self.size:
-            if self.getter is None and not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            event = await self._get(queue, left)
-            if event is None:
-                break
-            batch.append(event)
-        return await self._admit(batch)
-
-    def _positions(self) -> dict[Any, int]:
-        """The consumer's fetch position of each assigned partition this reader reads."""
-        consumer: Any = self.app.consumer
-        topics = set(self.channel.topics)
-        try:
-            assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment
-            states = dict(assignment._tp_state)
-        except Exception:  # not assigned yet, or an aiokafka without these internals
-            return {}
-        positions: dict[Any, int] = {}
-        for tp, state in states.items():
-            position = getattr(state, "_position", None)
-            if tp.topic in topics and isinstance(position, int):
-                positions[TP(tp.topic, tp.partition)] = position
-        return positions
-
-    async def _sweep(self, queue: Any) -> list[Any]:
-        """Records the consumer moved past that never reached this reader, read back.
-
-        :class:`OffsetWatch` finds a skipped range when a later record arrives; a range
-        skipped at the end of what a partition holds has no later record to show it. So
-        while the queue is idle, a partition whose fetch position or log end offset stayed
-        ahead of the last offset this reader saw (or of the committed offset) for two sweeps
-        in a row has its missing records read back from Kafka and handed over as a batch
-        (the log end covers a partition Faust stopped fetching at all). Once that batch is
-        handled, the range is filed as a gap so Faust's commit can pass it.
-        """
-        app: Any = self.app
-        consumer = app.consumer
-        if app.consumer_generation_id != self.sweep_generation or not app.flow_control.is_active():
-            self.sweep_generation = app.consumer_generation_id
-            self.suspects.clear()
-            return []
-        if not queue.empty() or (self.getter is not None and self.getter.done()):
-            return []
-        found: list[Any] = []
-        suspects: dict[Any, tuple[int, int]] = {}
-        positions = self._positions()
-        for tp in self._reactivate(consumer, positions):
-            del positions[tp]  # its buffered records come through now
-        seen_by_tp: dict[Any, int] = {}
-        for tp in positions:
-            seen = self.watch.last.get(tp)
-            if seen is None:
-                committed = consumer._committed_offset.get(tp)
-                if committed is None:
-                    continue
-                seen = committed - 1
-            seen_by_tp[tp] = seen
-        ends = await self.ends(list(seen_by_tp)) if seen_by_tp else {}
-        for tp, seen in seen_by_tp.items():
-            # Fetched but not delivered (position), or not fetched at all (log end).
-            limit = max(positions[tp], ends.get(tp, 0))
-            if limit <= seen + 1:
-                continue
-            if self.suspects.get(tp) != (seen, limit):
-                suspects[tp] = (seen, limit)  # check again next time: may be in flight
-                continue
-            log.warning(
-                "[%s] %s: offsets %d..%d never reached the reader (fetch position %d); "
-                "reading them back",
-                self.name,
-                tp,
-                seen + 1,
-                limit - 1,
-                positions[tp],
-            )
-            found += await self.watch.read_back(tp, seen + 1, limit)
-            self.gaps.append((tp, seen + 1, limit - 1))  # filed once they are handled
-        self.suspects = suspects
-        return found
-
-    def _reactivate(self, consumer: Any, positions: dict[Any, int]) -> list[Any]:
-        """Assigned partitions Faust stopped fetching for good, fetched again.
-
-        Faust takes a partition out of its active set when the queue of its stream is nearly
-        full and puts it back when the queue drains, but only if it is still in its
-        "buffered" set, which a rebalance or recovery empties in between: the partition then
-        stays assigned, unpaused and never fetched (seen after a restart with a backlog). The
-        reader's queue is empty here, so no full buffer holds it back.
-        """
-        active = consumer._active_partitions
-        if active is None:
-            return []
-        paused = consumer._paused_partitions
-        stuck = [tp for tp in positions if tp not in active and tp not in paused]
-        for tp in stuck:
-            log.warning("[%s] %s was assigned but not fetched; fetching it again", self.name, tp)
-            active.add(tp)
-            consumer._buffered_partitions.discard(tp)
-        return stuck
-
-    async def _admit(self, batch: list[Any]) -> list[Any]:
-        """The events to handle: current generation, tracked, skipped records put back."""
-        app: Any = self.app
-        consumer = app.consumer
-        unacked = consumer.unacked
-        generation = app.consumer_generation_id
-        active = app.flow_control.is_active()
-        events: list[Any] = []
-        dropped = 0
-        for event in batch:
-            message = event.message
-            if not active or message.generation_id != generation:
-                dropped += 1  # fetched before a rebalance: read again from the committed offset
-                continue
-            if not message.tracked:
-                message.tracked = True
-                unacked.add(message)
-            events.extend(await self.watch.check(message.tp, message.offset))
-            events.append(event)
-        if dropped:
-            log.info("[%s] dropped %d event(s) fetched before a rebalance", self.name, dropped)
-        return events
-
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            log.exception("[%s] stopped: the worker must restart to go on", self.name)
-            raise
-
-    async def _run(self) -> None:
-        app: Any = self.app
-        queue = self.channel.queue
-        barrier = CommitBarrier(app.consumer, float(app.conf.broker_commit_interval))
-        while True:
-            events = await self._next_batch(queue)
+    barrier = CommitBarrier(s.app.consumer, float(s.app.conf.broker_commit_interval))
+    watch = OffsetWatch(refetch)
+    s.enable_acks = False
+    s.add_processor(add_to_buffer)
+    s._enable_passive(s.channel.__aiter__())
+    try:
+        while not s.should_stop:
+            await s.wait_for_stopped(buffer_full, timeout=within)
             if not events:
                 continue
+            consuming = asyncio.get_running_loop().create_future()
+            batch = list(events)
             async with barrier.holding():
-                await self.step(events)
-                consumer = app.consumer
-                for event in events:
+                yield batch  # returns here only once the handler finished without raising
+                for event in batch:
                     if not isinstance(event, RecoveredEvent):
-                        event.message.ack(consumer)
-                gaps, self.gaps = self.gaps, []
-                for tp, first, last in gaps:  # read back and handled: commits may pass
-                    await consumer._add_gap(tp, first, last)
-            await barrier.commit_if_due()
+                        await s.ack(event)
+            events.clear()
+            if not consuming.done():
+                consuming.set_result(None)
+            buffer_full.clear()
+            buffer_consumed.set()
+            await barrier.commit_if_due()  # the next batch fills meanwhile; it is not acked
+    finally:
+        s.enable_acks = enable_acks
+        s._processors.remove(add_to_buffer)
 
 
 def batch_agent(
@@ -445,21 +241,19 @@ def batch_agent(
     *,
     size: int | None = None,
     within: float | None = None,
-) -> BatchReader:
-    """Declare step ``name`` reading ``source`` in micro-batches (a :class:`BatchReader`).
+) -> Any:
+    """Declare agent ``name`` on ``source`` handing each micro-batch to ``step``.
 
     Batches hold at most ``size`` events (default ``STREAMWISE_WORKER__BATCH_SIZE``) and wait
-    at most ``within`` seconds (default ``…__BATCH_WITHIN_S``); the reader runs as an app
-    task from the worker's start.
+    at most ``within`` seconds (default ``…__BATCH_WITHIN_S``); skipped records are read back
+    from the broker (:func:`kafka_refetch`).
     """
-    reader = BatchReader(
-        app,
-        source,
-        name,
-        step,
-        settings,
-        size or settings.worker.batch_size,
-        within or settings.worker.batch_within_s,
-    )
-    app.task(reader.run)
-    return reader
+    refetch = kafka_refetch(settings)
+    most = size or settings.worker.batch_size
+    wait = within or settings.worker.batch_within_s
+
+    async def agent(stream: StreamT[Any]) -> None:
+        async for events in take_batches(stream, most, wait, refetch):
+            await step(events)
+
+    return app.agent(source, name=name)(agent)
