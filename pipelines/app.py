@@ -67,12 +67,7 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
-        # Data per partition and fetch. Small enough that one partition's backlog cannot
-        # fill the fetch buffer for minutes: aiokafka hands out a partition's fetched records
-        # before it fetches the next partition, so 8 MiB of 200-byte payments (40,000 of them
-        # per partition) starved every other topic of the worker. A record larger than this
-        # still comes back whole (KIP-74).
-        consumer_max_fetch_size=1024 * 1024,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,
         # A worker that dies without leaving the group holds its partitions this long; Faust's
         # 60 s default kept a restarted worker waiting a minute for the dead one to expire.
