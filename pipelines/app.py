@@ -67,7 +67,12 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        # One fetch per partition holds at most a producer batch. Faust hands every record of
+        # a fetch to its stream before it takes the next fetch, and waits whenever a stream's
+        # buffer is full, so one fetch is how long a busy input can keep every other topic of
+        # the worker waiting: at 8 MiB a backlog of payments held the internal topics (and
+        # with them every prediction) back until the whole backlog was read.
+        consumer_max_fetch_size=256 * 1024,
         broker_commit_interval=1.0,
         # A worker that dies without leaving the group holds its partitions this long; Faust's
         # 60 s default kept a restarted worker waiting a minute for the dead one to expire.

@@ -140,7 +140,9 @@ class AnalyzeAudio:
             newest = max(w.event_time for w in result.windows)
             m.event_time_lag.labels(STEP).set((now - newest).total_seconds())
 
-    async def send_alert(self, finding: Finding, now: datetime) -> None:
+    async def send_alert(
+        self, finding: Finding, now: datetime, outputs: Outputs | None = None
+    ) -> None:
         alert = Alert(
             pipeline=PIPELINE,
             kind=finding.kind,
@@ -153,13 +155,17 @@ class AnalyzeAudio:
             event_time=finding.event_time,
             emit_time=now,
         )
-        await self.outputs.send(
+        await (outputs or self.outputs).send(
             self.settings.topics.alerts, finding.stream_id.encode(), encode(alert)
         )
         self.metrics.alerts.labels(STEP, finding.kind).inc()
 
-    async def check_stalled(self) -> None:
-        """Alert on streams without chunks for ``dead_after_s`` (run by a timer)."""
+    async def check_stalled(self, outputs: Outputs | None = None) -> None:
+        """Alert on streams without chunks for ``dead_after_s`` (run by a timer).
+
+        The worker's timer passes its own ``outputs``: waiting for delivery here must not
+        take the records of a batch in flight out of that batch's own delivery check.
+        """
         loop = asyncio.get_running_loop()
         async with self.lock:
             findings = await loop.run_in_executor(
@@ -167,7 +173,9 @@ class AnalyzeAudio:
             )
         now = datetime.now(UTC)
         for finding in findings:
-            await self.send_alert(finding, now)
+            await self.send_alert(finding, now, outputs)
+        if findings:
+            await (outputs or self.outputs).delivered()
 
 
 def load_models(settings: Settings) -> tuple[VadModel, SoundClassifier | None]:
@@ -205,8 +213,10 @@ def build(app: faust.App, settings: Settings) -> AudioPipeline:
 
     analyze_audio = batch_agent(app, source, STEP, step, settings)
 
+    stall_outputs = FaustOutputs(app, [t.alerts])
+
     async def stalled() -> None:
-        await step.check_stalled()
+        await step.check_stalled(stall_outputs)
 
     app.timer(interval=STALL_CHECK_S, name=f"{STEP}-stalled")(stalled)
 

@@ -78,22 +78,53 @@ class OffsetWatch:
     those records. On a jump the watch reads the missing offsets from Kafka (``refetch``) and
     returns them, to be handled in the same batch just before the event after the hole; a
     real gap (markers, compaction) simply reads back nothing. The hole is logged.
+
+    The same seek can also deliver a record twice: fetched at the partition's position, then
+    again from the committed offset. A record this generation already admitted into a batch,
+    or that a handled batch held (kept across rebalances: its state change and outputs
+    exist), is such a repeat: :meth:`admit` says to skip it. Offsets are compared exactly
+    (as ranges), so a seek back to records never admitted delivers them.
     """
 
     def __init__(self, refetch: Refetch) -> None:
         self.refetch = refetch
-        self.last: dict[Any, int] = {}
+        self.last: dict[Any, int] = {}  # the stream's previous offset, this generation
+        self.admitted: dict[Any, Ranges] = {}  # this generation
+        self.handled: dict[Any, Ranges] = {}
+        self.generation: Any = None
         self.holes = 0
         self.recovered = 0
+        self.repeats = 0
 
-    async def check(self, tp: Any, offset: int) -> list[RecoveredEvent]:
-        """Events to handle before the one at ``offset`` (usually none)."""
+    def _seen(self, tp: Any, offset: int) -> bool:
+        admitted, handled = self.admitted.get(tp), self.handled.get(tp)
+        return bool(
+            (admitted is not None and offset in admitted)
+            or (handled is not None and offset in handled)
+        )
+
+    async def admit(
+        self, tp: Any, offset: int, generation: Any = None
+    ) -> list[RecoveredEvent] | None:
+        """Events to handle before the one at ``offset`` (usually none); ``None``: skip it."""
+        if generation != self.generation:
+            self.generation = generation
+            self.last.clear()
+            self.admitted.clear()
         last = self.last.get(tp)
         self.last[tp] = offset
+        if self._seen(tp, offset):
+            self._repeat(tp, offset)
+            return None
+        admitted = self.admitted.setdefault(tp, Ranges())
+        admitted.add(offset)
         if last is None or offset <= last + 1:
-            return []  # in order, or read again from an earlier offset after a rebalance
+            return []
         self.holes += 1
         records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
+        records = [r for r in records if not self._seen(tp, r.offset)]
+        for r in records:
+            admitted.add(r.offset)
         self.recovered += len(records)
         log.warning(
             "%s: offsets %d..%d never reached the stream; read %d record(s) back from Kafka",
@@ -103,6 +134,54 @@ class OffsetWatch:
             len(records),
         )
         return [RecoveredEvent(r) for r in records]
+
+    def _repeat(self, tp: Any, offset: int) -> None:
+        self.repeats += 1
+        if self.repeats == 1 or self.repeats % 1000 == 0:
+            log.warning(
+                "%s@%d was delivered again; skipped (%d repeated record(s) so far)",
+                tp,
+                offset,
+                self.repeats,
+            )
+
+    def done(self, events: list[Any]) -> None:
+        """Note a batch as handled (its outputs delivered)."""
+        handled = self.handled
+        for event in events:
+            message = event.message
+            ranges = handled.get(message.tp)
+            if ranges is None:
+                ranges = handled[message.tp] = Ranges()
+            ranges.add(message.offset)
+
+
+class Ranges:
+    """A set of offsets kept as sorted, disjoint ``[first, last]`` ranges (usually one)."""
+
+    def __init__(self) -> None:
+        self.spans: list[list[int]] = []
+
+    def __contains__(self, offset: int) -> bool:
+        # The newest range is the likeliest.
+        return any(first <= offset <= last for first, last in reversed(self.spans))
+
+    def add(self, offset: int) -> None:
+        spans = self.spans
+        if spans and spans[-1][1] + 1 == offset:  # the usual case: the next offset
+            spans[-1][1] = offset
+            return
+        if offset in self:
+            return
+        spans.append([offset, offset])
+        spans.sort()
+        merged = [spans[0]]
+        for first, last in spans[1:]:
+            if first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        self.spans = merged
 
 
 def kafka_refetch(settings: Settings) -> Refetch:
@@ -196,7 +275,12 @@ async def take_batches(
         event = s.current_event
         if event is None:
             raise RuntimeError("take_batches found no current event")
-        events.extend(await watch.check(event.message.tp, event.message.offset))
+        message = event.message
+        before = await watch.admit(message.tp, message.offset, s.app.consumer_generation_id)
+        if before is None:  # a repeat (see OffsetWatch): acked, not handled twice
+            await s.ack(event)
+            return value
+        events.extend(before)
         events.append(event)
         if len(events) >= max_:
             buffer_full.set()
@@ -218,6 +302,7 @@ async def take_batches(
             batch = list(events)
             async with barrier.holding():
                 yield batch  # returns here only once the handler finished without raising
+                watch.done(batch)
                 for event in batch:
                     if not isinstance(event, RecoveredEvent):
                         await s.ack(event)

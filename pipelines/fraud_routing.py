@@ -16,7 +16,7 @@ from time import perf_counter
 from typing import Any
 
 from pipelines.deadletters import DeadLetterSink
-from pipelines.fraud_wire import encode_rows, group_by_partition
+from pipelines.fraud_wire import encode_chunks, group_by_partition
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
@@ -71,7 +71,8 @@ class _Forwarder:
     async def forward(self, field: str, rows: list[tuple[int, list[Any]]]) -> None:
         """Send ``(entity, row)`` pairs, one record per partition of the entity."""
         for partition, part in group_by_partition(rows, self.out_partitions).items():
-            await self.outputs.send(self.out_topic, None, encode_rows(field, part), partition)
+            for record in encode_chunks(field, part):
+                await self.outputs.send(self.out_topic, None, record, partition)
 
 
 class CustomerFeatures(_Forwarder):

@@ -31,7 +31,7 @@ from pipelines.deadletters import DeadLetterSink
 from pipelines.fraud_evaluation import settings_policies
 from pipelines.fraud_learning import LearnerReplica
 from pipelines.fraud_routing import feature_config
-from pipelines.fraud_wire import decode_rows, encode_rows
+from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
@@ -185,10 +185,8 @@ class ScoreTransactions:
                     if terminal in newest:  # once per terminal and batch, not per payment
                         pendings[terminal].expire(newest[terminal], self.pending_ttl_ms)
                     self.pending[terminal] = pendings[terminal].to_bytes()
-        if examples:
-            await self.outputs.send(
-                self.topics["training"], None, encode_rows("examples", examples), 0
-            )
+        for record in encode_chunks("examples", examples):
+            await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))

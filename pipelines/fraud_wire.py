@@ -1,7 +1,11 @@
 """Records on the fraud pipeline's internal topics: many rows per Kafka record.
 
 Stages hand rows to the next stage in one record per target partition and batch, not one per
-transaction, so Faust's per-event cost is paid once per batch. The partition is chosen by
+transaction, so Faust's per-event cost is paid once per batch. A record holds at most
+:data:`ROWS_PER_RECORD` rows (:func:`encode_chunks`), which keeps it well inside one
+producer batch and one partition fetch (``pipelines.app``): a record larger than the fetch
+size is delivered only when it happens to lead a fetch response, so a partition of huge
+records can stall behind busy ones. The partition is chosen by
 :func:`partition_for` from the entity id (not by Kafka's key hashing), so a terminal's rows and
 labels always land on the partition that owns its state. Rows are JSON arrays (orjson).
 
@@ -26,9 +30,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["WIRE_VERSION", "decode_rows", "encode_rows", "group_by_partition", "partition_for"]
+__all__ = [
+    "ROWS_PER_RECORD",
+    "WIRE_VERSION",
+    "decode_rows",
+    "encode_chunks",
+    "encode_rows",
+    "group_by_partition",
+    "partition_for",
+]
 
 WIRE_VERSION = 1
+#: About 80 kB of transaction rows: a third of a producer batch and of a partition fetch.
+ROWS_PER_RECORD = 256
 
 
 def partition_for(entity_id: int, partitions: int) -> int:
@@ -46,6 +60,11 @@ def group_by_partition(rows: Iterable[tuple[int, Any]], partitions: int) -> dict
 
 def encode_rows(field: str, rows: list[Any]) -> bytes:
     return orjson.dumps({"v": WIRE_VERSION, field: rows})
+
+
+def encode_chunks(field: str, rows: list[Any], size: int = ROWS_PER_RECORD) -> list[bytes]:
+    """``rows`` as records of at most ``size`` rows each, in order (none for no rows)."""
+    return [encode_rows(field, rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
 def decode_rows(raw: bytes, field: str) -> list[Any]:

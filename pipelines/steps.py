@@ -59,6 +59,7 @@ async def guarded(
         await dead.outputs.delivered()
     except Exception as exc:
         log.exception("[%s] batch of %d failed; sending it to dead-letters", step, len(events))
+        dead.outputs.discard()  # its half-made state changes are not kept
         detail = f"{type(exc).__name__}: {exc}"[:500]
         for event in events:
             await dead.send(event, step, "processing_error", detail)

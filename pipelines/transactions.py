@@ -43,6 +43,7 @@ from pipelines.kafka import TopicSpec
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs
 from pipelines.settings import Settings
+from pipelines.table_state import TableState
 
 __all__ = [
     "PIPELINE",
@@ -113,37 +114,43 @@ def build(
     names = internal_topics(settings)
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
 
-    def table(name: str, help_: str) -> Any:
-        return app.Table(
-            name,
-            default=None,
-            partitions=t.partitions,
-            key_type=int,
-            value_type=bytes,  # packed arrays; Faust's serializer for bytes is "raw"
-            help=help_,
+    def table(name: str, help_: str) -> TableState:
+        return TableState(
+            app,
+            app.Table(
+                name,
+                default=None,
+                partitions=t.partitions,
+                key_type=int,
+                value_type=bytes,  # packed arrays; Faust's serializer for bytes is "raw"
+                help=help_,
+            ),
         )
 
     customer_state = table("customer-windows", "Per-customer payments of the last 30 days.")
     terminal_state = table("terminal-windows", "Per-terminal payments and known frauds.")
     pending_state = table("pending-features", "Scored features awaiting their label.")
 
-    outputs = FaustOutputs(
-        app, [t.predictions, t.alerts, t.dead_letters, t.model_metrics, *names.values()]
-    )
+    topics = [t.predictions, t.alerts, t.dead_letters, t.model_metrics, *names.values()]
+
+    def outputs(*states: TableState) -> FaustOutputs:
+        """Each step its own outputs: it waits for its own records and flushes its own state."""
+        return FaustOutputs(app, topics, states)
+
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     replica = LearnerReplica()
     follower = SnapshotFollower(settings, names["snapshots"], replica)
     customers = CustomerFeatures(
-        settings, customer_state, outputs, metrics, names["tx"], t.partitions
+        settings, customer_state, outputs(customer_state), metrics, names["tx"], t.partitions
     )
-    labels = RouteLabels(settings, outputs, metrics, names["labels"], t.partitions)
+    labels = RouteLabels(settings, outputs(), metrics, names["labels"], t.partitions)
     scorer = ScoreTransactions(
         settings,
         model or load_model(settings),
         replica,
         terminal_state,
         pending_state,
-        outputs,
+        outputs(terminal_state, pending_state),
         metrics,
         names,
         executor,
@@ -151,7 +158,7 @@ def build(
     )
     learner = LearnFraud(
         settings,
-        outputs,
+        outputs(),
         metrics,
         names["snapshots"],
         lambda: latest_snapshot(settings, names["snapshots"]),

@@ -265,8 +265,13 @@ class AnalyzeFrames:
         )
         self.metrics.alerts.labels(STEP, due.kind).inc()
 
-    async def check_silent(self) -> int:
-        """Alert ``camera_silent`` once for each camera quiet for ``silent_after_s``."""
+    async def check_silent(self, outputs: Outputs | None = None) -> int:
+        """Alert ``camera_silent`` once for each camera quiet for ``silent_after_s``.
+
+        The worker's timer passes its own ``outputs``: waiting for delivery here must not
+        take the records of a batch in flight out of that batch's own delivery check.
+        """
+        out = outputs or self.outputs
         limit = self.settings.video.silent_after_s
         wall = self.clock()
         raised = 0
@@ -288,9 +293,11 @@ class AnalyzeFrames:
                 event_time=seen.capture_time,
                 emit_time=now,
             )
-            await self.outputs.send(self.settings.topics.alerts, camera.encode(), encode(alert))
+            await out.send(self.settings.topics.alerts, camera.encode(), encode(alert))
             self.metrics.alerts.labels(STEP, "camera_silent").inc()
             raised += 1
+        if raised:
+            await out.delivered()
         return raised
 
 
@@ -333,8 +340,10 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
 
     analyze_video = batch_agent(app, source, STEP, step, settings, size=settings.video.batch_size)
 
+    silence = FaustOutputs(app, [t.alerts])
+
     async def camera_silent() -> None:
-        await step.check_silent()
+        await step.check_silent(silence)
 
     timer = app.timer(interval=1.0)(camera_silent)
 

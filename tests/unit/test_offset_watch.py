@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from faust.types import TP
@@ -30,25 +32,76 @@ class Kafka:
 P0 = TP("t", 0)
 
 
-def see(watch: OffsetWatch, offsets: list[int], tp: TP = P0) -> list[int]:
-    """Offsets in the order the batch would handle them."""
+def see(
+    watch: OffsetWatch, offsets: list[int], tp: TP = P0, generation: int = 1, done: bool = False
+) -> list[int]:
+    """Offsets in the order the batch would handle them (repeats left out); with ``done``
+    the whole batch is then noted as handled."""
 
     async def go() -> list[int]:
-        handled: list[int] = []
+        handled: list[Any] = []
         for offset in offsets:
-            handled += [e.message.offset for e in await watch.check(tp, offset)]
-            handled.append(offset)
-        return handled
+            before = await watch.admit(tp, offset, generation)
+            if before is None:
+                continue
+            handled += [*before, Event(tp, offset)]
+        if done:
+            watch.done(handled)
+        return [e.message.offset for e in handled]
 
     return asyncio.run(go())
 
 
-def test_consecutive_offsets_and_rereads_fetch_nothing() -> None:
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Event:
+    message: Message
+
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.message = Message(tp.topic, tp.partition, offset)
+
+
+def test_consecutive_offsets_fetch_nothing() -> None:
     kafka = Kafka()
     watch = OffsetWatch(kafka.refetch)
-    assert see(watch, [0, 1, 2, 3, 1, 2, 3, 4]) == [0, 1, 2, 3, 1, 2, 3, 4]
+    assert see(watch, [0, 1, 2, 3, 4]) == [0, 1, 2, 3, 4]
     assert see(watch, [50, 51], TP("t", 1)) == [50, 51]  # a partition may start anywhere
-    assert (kafka.calls, watch.holes) == ([], 0)
+    assert (kafka.calls, watch.holes, watch.repeats) == ([], 0, 0)
+
+
+def test_a_record_delivered_twice_is_handled_once(caplog: pytest.LogCaptureFixture) -> None:
+    kafka = Kafka()
+    watch = OffsetWatch(kafka.refetch)
+    assert see(watch, [0, 1, 2, 3, 1, 2, 3, 4]) == [0, 1, 2, 3, 4]
+    assert (kafka.calls, watch.repeats) == ([], 3)
+    assert "t', partition=0)@1 was delivered again; skipped" in caplog.text
+
+
+def test_a_seek_back_to_records_never_admitted_delivers_them() -> None:
+    """Fetched from 20 first, then from the committed 15: 15..19 are new, 20.. repeats."""
+    kafka = Kafka()
+    watch = OffsetWatch(kafka.refetch)
+    assert see(watch, [20, 21, 15, 16, 17, 18, 19, 20, 21, 22]) == [20, 21, 15, 16, 17, 18, 19, 22]
+    assert (kafka.calls, watch.holes, watch.repeats) == ([], 0, 2)
+
+
+def test_handled_batches_stay_repeats_after_a_rebalance_and_admitted_ones_do_not() -> None:
+    watch = OffsetWatch(Kafka().refetch)
+    assert see(watch, [0, 1, 2], done=True) == [0, 1, 2]
+    assert see(watch, [3, 4]) == [3, 4]  # admitted, then the partition was revoked
+    # The next generation reads again from the committed offset 1: 1 and 2 were handled
+    # (their outputs exist), 3 and 4 were dropped with the revoked partition.
+    assert see(watch, [1, 2, 3, 4, 5], generation=2) == [3, 4, 5]
 
 
 def test_a_skipped_range_is_read_back_before_the_event_after_it(
