@@ -116,7 +116,7 @@ class OffsetWatch:
         if self._seen(tp, offset):
             self._repeat(tp, offset)
             return None
-        admitted = self.admitted.setdefault(tp, Ranges())
+        admitted = _ranges(self.admitted, tp)
         admitted.add(offset)
         if last is None or offset <= last + 1:
             return []
@@ -147,13 +147,15 @@ class OffsetWatch:
 
     def done(self, events: list[Any]) -> None:
         """Note a batch as handled (its outputs delivered)."""
-        handled = self.handled
         for event in events:
-            message = event.message
-            ranges = handled.get(message.tp)
-            if ranges is None:
-                ranges = handled[message.tp] = Ranges()
-            ranges.add(message.offset)
+            _ranges(self.handled, event.message.tp).add(event.message.offset)
+
+
+def _ranges(by_tp: dict[Any, Ranges], tp: Any) -> Ranges:
+    ranges = by_tp.get(tp)
+    if ranges is None:
+        ranges = by_tp[tp] = Ranges()
+    return ranges
 
 
 class Ranges:

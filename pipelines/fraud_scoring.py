@@ -55,12 +55,7 @@ def blend(
     onnx: npt.NDArray[np.float64], river: npt.NDArray[np.float64], mode: str, weight: float
 ) -> npt.NDArray[np.float64]:
     """The score an alert reads: ONNX only, River only, or ``(1 - w) * onnx + w * river``."""
-    if mode == "onnx":
-        return onnx
-    if mode == "river":
-        return river
-    out: npt.NDArray[np.float64] = (1.0 - weight) * onnx + weight * river
-    return out
+    return Policy(mode, weight).score(onnx, river)
 
 
 class ScoreTransactions:

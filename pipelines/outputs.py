@@ -88,9 +88,6 @@ class FaustOutputs:
             raise KeyError(f"{topic!r} is not an output of this step")
         self.queued.append((topic, key, value, partition))
 
-    async def _queue(self, topic: str, key: bytes | None, value: bytes, partition: int) -> None:
-        self.queued.append((topic, key, value, partition))
-
     async def _produce(self) -> list[Awaitable[Any]]:
         """Hand the queued records to the producer; the futures of their delivery."""
         queued, self.queued = self.queued, []
@@ -128,7 +125,7 @@ class FaustOutputs:
 
     async def delivered(self) -> None:
         for state in self.states:  # the batch's state changes leave with its outputs
-            await state.flush(self._queue)
+            self.queued.extend(state.flush())
         if not self.queued:
             return
         results = await asyncio.gather(*await self._produce(), return_exceptions=True)

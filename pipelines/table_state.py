@@ -12,9 +12,9 @@ partition assignment are unchanged) and only changes how a step reaches it:
   have moved to or from another worker) and when it grows past ``max_entries``;
 - ``state[key] = value`` inside ``outputs.scope(event)`` marks the key dirty for the
   event's partition; :meth:`flush` (called by :meth:`FaustOutputs.delivered
-  <pipelines.outputs.FaustOutputs.delivered>` before it waits for the batch's outputs)
-  writes every dirty value to its RocksDB partition and sends it to the changelog with the
-  batch's other records. The batch is acked only after those sends are acknowledged.
+  <pipelines.outputs.FaustOutputs.delivered>` before it produces the batch's outputs)
+  writes every dirty value to its RocksDB partition and returns its changelog record, which
+  leaves with the batch's other records. The batch is acked only after those sends are acknowledged.
 
 The persisted changelog offset is not advanced per write, so a restart replays the
 (compacted) changelog of its partitions into the store: slower to start, never stale.
@@ -22,14 +22,15 @@ The persisted changelog offset is not advanced per write, so a restart replays t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from faust.streams import current_event
 
-__all__ = ["TableState"]
+__all__ = ["Record", "TableState"]
 
-Send = Callable[[str, bytes, bytes, int], Awaitable[None]]
+Record = tuple[str, bytes, bytes, int]
+"""A changelog record: topic, serialized key, value, partition."""
 
 
 class TableState(MutableMapping[int, bytes]):
@@ -90,16 +91,17 @@ class TableState(MutableMapping[int, bytes]):
             self.dirty.clear()
             self.cache.clear()
 
-    async def flush(self, send: Send) -> int:
-        """Write the dirty values to RocksDB and send them to the changelog; return how many."""
+    def flush(self) -> list[Record]:
+        """Write the dirty values to RocksDB; the changelog records that must go with them."""
         if not self.dirty:
-            return 0
+            return []
         store = self.table.data
         topic = self.changelog
         dirty, self.dirty = self.dirty, {}
+        records: list[Record] = []
         for key, (value, partition) in dirty.items():
             raw_key = store._encode_key(key)
             store._db_for_partition(partition).put(raw_key, value)
             store._key_index[raw_key] = partition
-            await send(topic, raw_key, value, partition)
-        return len(dirty)
+            records.append((topic, raw_key, value, partition))
+        return records

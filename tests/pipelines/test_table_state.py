@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,6 @@ from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.settings import Settings
 from pipelines.table_state import TableState
 from tests.pipelines.fakes import FakeEvent, FakeMessage
-
-
-class Changelog:
-    """Records what a flush sends, as ``FaustOutputs`` would queue it."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes, int]] = []
-
-    async def __call__(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
-        self.sent.append((topic, key, value, partition))
 
 
 def state_of(home: Path) -> tuple[Any, Any, TableState]:
@@ -37,12 +26,6 @@ def on_partition(partition: int) -> FakeEvent:
     return FakeEvent(FakeMessage("transactions", partition, 0, None, b""))
 
 
-async def _flush(state: TableState) -> Changelog:
-    changelog = Changelog()
-    await state.flush(changelog)
-    return changelog
-
-
 def test_writes_are_read_back_at_once_and_reach_store_and_changelog_only_on_flush(
     home: Path,
 ) -> None:
@@ -55,29 +38,29 @@ def test_writes_are_read_back_at_once_and_reach_store_and_changelog_only_on_flus
     assert state.get(9) == b"other"
     assert table.get(7) is None  # nothing reached the store yet
 
-    changelog = asyncio.run(_flush(state))
+    changelog = state.flush()
 
     topic = table.changelog_topic.get_topic_name()
     keys = {table.data._encode_key(k): k for k in (7, 9)}
-    assert sorted((t, keys[k], v, p) for t, k, v, p in changelog.sent) == [
+    assert sorted((t, keys[k], v, p) for t, k, v, p in changelog) == [
         (topic, 7, b"second", 2),
         (topic, 9, b"other", 2),
     ]
     assert table.get(7) == b"second"
     assert table.get(9) == b"other"
-    assert asyncio.run(_flush(state)).sent == []  # flushed once
+    assert state.flush() == []  # flushed once
 
 
 def test_a_discarded_batch_leaves_the_store_as_it_was(home: Path) -> None:
-    _, _table, state = state_of(home)
+    _, _, state = state_of(home)
     with event_scope(on_partition(1)):  # type: ignore[arg-type]
         state[3] = b"kept"
-    asyncio.run(_flush(state))
+    state.flush()
     with event_scope(on_partition(1)):  # type: ignore[arg-type]
         state[3] = b"half-made"
     state.discard()
     assert state[3] == b"kept"  # read again from the store, not from the dropped cache
-    assert asyncio.run(_flush(state)).sent == []
+    assert state.flush() == []
 
 
 def test_missing_keys_and_writes_outside_an_event(home: Path) -> None:
@@ -94,7 +77,7 @@ def test_a_rebalance_drops_the_cache(home: Path) -> None:
     app, table, state = state_of(home)
     with event_scope(on_partition(0)):  # type: ignore[arg-type]
         state[5] = b"mine"
-    asyncio.run(_flush(state))
+    state.flush()
     table.data._db_for_partition(0).put(table.data._encode_key(5), b"recovered")
     assert state[5] == b"mine"  # cached
     app.consumer_generation_id = (app.consumer_generation_id or 0) + 1
