@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +103,21 @@ class OffsetWatch:
             or (handled is not None and offset in handled)
         )
 
+    def next_in_line(self, tp: Any, offset: int, generation: Any = None) -> bool:
+        """Admit ``offset`` if it simply follows the last one (the usual case, checked in
+        constant time); ``False``: not decided here, ask :meth:`admit`."""
+        if generation != self.generation or self.last.get(tp) != offset - 1:
+            return False
+        admitted = self.admitted.get(tp)
+        if admitted is None or not admitted.spans or admitted.spans[-1][1] != offset - 1:
+            return False  # the previous one was a repeat, or admitted out of order
+        handled = self.handled.get(tp)
+        if handled is not None and handled.spans and handled.spans[-1][1] >= offset:
+            return False  # a seek back into handled records
+        admitted.spans[-1][1] = offset
+        self.last[tp] = offset
+        return True
+
     async def admit(
         self, tp: Any, offset: int, generation: Any = None
     ) -> list[RecoveredEvent] | None:
@@ -145,7 +160,7 @@ class OffsetWatch:
                 self.repeats,
             )
 
-    def done(self, events: list[Any]) -> None:
+    def done(self, events: Sequence[Any]) -> None:
         """Note a batch as handled (its outputs delivered)."""
         for event in events:
             _ranges(self.handled, event.message.tp).add(event.message.offset)

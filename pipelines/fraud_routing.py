@@ -20,7 +20,8 @@ from pipelines.fraud_wire import encode_chunks, group_by_partition
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
-from pipelines.steps import guarded, split_events
+from pipelines.steps import Handover, guarded, guarded_start, split_events
+from pipelines.table_state import load, save
 from processors.fraud_features import CustomerWindow, FeatureConfig, Late, transaction_flags
 from processors.schemas import decode_label, decode_transaction
 
@@ -65,6 +66,10 @@ class _Forwarder:
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(self.step, events, self.handle, self.dead)
 
+    async def start(self, events: Sequence[Any]) -> Handover:
+        """The batch computed and its outputs handed over (see :func:`guarded_start`)."""
+        return await guarded_start(self.step, events, self.handle, self.dead)
+
     async def handle(self, events: Sequence[Any]) -> None:
         raise NotImplementedError
 
@@ -107,7 +112,7 @@ class CustomerFeatures(_Forwarder):
         for event, tx in valid:
             window = windows.get(tx.customer_id)
             if window is None:
-                window = CustomerWindow.from_bytes(self.state.get(tx.customer_id))
+                window = load(self.state, tx.customer_id, CustomerWindow.from_bytes, event)
             t_ms = epoch_ms(tx.tx_time)
             customer = window.add(t_ms, tx.amount, self.config)
             if isinstance(customer, Late):
@@ -120,9 +125,8 @@ class CustomerFeatures(_Forwarder):
             raw = event.message.value.decode()
             row = [tx.tx_id, t_ms, tx.customer_id, tx.terminal_id, tx.amount, weekend, night]
             rows.append((tx.terminal_id, [*row, *customer, raw]))
-        for customer_id, window in windows.items():
-            with self.outputs.scope(owner[customer_id]):  # changelog partition = the input's
-                self.state[customer_id] = window.to_bytes()
+        for customer_id, window in windows.items():  # changelog partition = the input's
+            save(self.state, customer_id, window, owner[customer_id])
         await self.forward("rows", rows)
         m = self.metrics
         m.events.labels(CUSTOMER_STEP, "ok").inc(len(rows))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from models.fraud_onnx import ReloadingFraudModel
 from pipelines.deadletters import DeadLetterSink
@@ -35,12 +36,13 @@ from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
-from pipelines.steps import guarded
+from pipelines.steps import Handover, guarded, guarded_start
+from pipelines.table_state import load, save
 from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
 from processors.fraud_pending import PendingFeatures
 from processors.fraud_quality import Policy
-from processors.schemas import Alert, Prediction, encode
+from processors.schemas import Alert, Prediction, encode, format_time, prediction_dict
 
 __all__ = ["ALERT_KIND", "PIPELINE", "STEP", "ScoreTransactions", "blend"]
 
@@ -101,6 +103,10 @@ class ScoreTransactions:
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(STEP, events, self.handle, self.dead)
 
+    async def start(self, events: Sequence[Any]) -> Handover:
+        """The batch computed and its outputs handed over (see :func:`guarded_start`)."""
+        return await guarded_start(STEP, events, self.handle, self.dead)
+
     def _maybe_reload(self) -> None:
         now = monotonic()
         if now < self.next_model_check:
@@ -129,12 +135,13 @@ class ScoreTransactions:
         def window(terminal: int, event: Any) -> TerminalWindow:
             owner[terminal] = event
             if terminal not in windows:
-                windows[terminal] = TerminalWindow.from_bytes(self.terminals.get(terminal))
+                windows[terminal] = load(self.terminals, terminal, TerminalWindow.from_bytes, event)
             return windows[terminal]
 
-        def pending(terminal: int) -> PendingFeatures:
+        def pending(terminal: int, event: Any) -> PendingFeatures:
             if terminal not in pendings:
-                pendings[terminal] = PendingFeatures.from_bytes(self.pending.get(terminal))
+                decode = PendingFeatures.from_bytes
+                pendings[terminal] = load(self.pending, terminal, decode, event)
             return pendings[terminal]
 
         examples: list[list[Any]] = []
@@ -154,7 +161,7 @@ class ScoreTransactions:
                         tx_id, None, label_ms, bool(is_fraud), self.config
                     )
                     self.metrics.labels.labels(STEP, str(status)).inc()
-                    entry = pending(terminal).take(tx_id)
+                    entry = pending(terminal, event).take(tx_id)
                     if entry is not None:  # with what was served, for the live evaluation
                         t_ms, features, notes = entry
                         served = [] if math.isnan(notes[0]) else [t_ms, *notes]
@@ -168,18 +175,17 @@ class ScoreTransactions:
                     await self.dead.send(event, STEP, "late", by_terminal.detail, original)
                     continue
                 features = feature_row(amount, t_ms, row[7:13], by_terminal)
-                pending(terminal).add(tx_id, t_ms, features)
+                pending(terminal, event).add(tx_id, t_ms, features)
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
         if scored:  # before the state is written: the served scores go into pending-features
             await self._score_and_emit(scored, pendings)
-        for terminal, state in windows.items():
-            with self.outputs.scope(owner[terminal]):  # changelog partition = the input's
-                self.terminals[terminal] = state.to_bytes()
-                if terminal in pendings:
-                    if terminal in newest:  # once per terminal and batch, not per payment
-                        pendings[terminal].expire(newest[terminal], self.pending_ttl_ms)
-                    self.pending[terminal] = pendings[terminal].to_bytes()
+        for terminal, state in windows.items():  # changelog partition = the input's
+            save(self.terminals, terminal, state, owner[terminal])
+            if terminal in pendings:
+                if terminal in newest:  # once per terminal and batch, not per payment
+                    pendings[terminal].expire(newest[terminal], self.pending_ttl_ms)
+                save(self.pending, terminal, pendings[terminal], owner[terminal])
         for record in encode_chunks("examples", examples):
             await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics
@@ -215,8 +221,10 @@ class ScoreTransactions:
         challenger = policies.challenger
         shadow = (challenger or champion).score(onnx, river).tolist()
         now = datetime.now(UTC)
+        emitted = format_time(now)
         topics = self.settings.topics
         threshold = conf.alert_threshold
+        send = self.outputs.send
         for (_, row, features), score, s_onnx, s_river, s_shadow in zip(
             scored, scores.tolist(), onnx.tolist(), river.tolist(), shadow, strict=True
         ):
@@ -225,22 +233,17 @@ class ScoreTransactions:
             entity = self.names.entity("customer", customer)
             key = entity.encode()
             event_time = _EPOCH + timedelta(milliseconds=t_ms)
-            named = dict(zip(FEATURE_NAMES, (round(v, 6) for v in features), strict=True))
-            prediction = Prediction(
-                pipeline=PIPELINE,
-                event_id=str(tx_id),
-                entity=entity,
-                score=round(score, 6),
-                threshold=threshold,
-                model_versions=versions,
-                event_time=event_time,
-                emit_time=now,
-                features=named
-                | {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)}
-                | ({"score_challenger": round(s_shadow, 6)} if challenger else {}),
+            named = dict(zip(FEATURE_NAMES, [round(v, 6) for v in features], strict=True))
+            scores_ = {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)}
+            if challenger:
+                scores_["score_challenger"] = round(s_shadow, 6)
+            fields = (PIPELINE, str(tx_id), entity, round(score, 6), threshold, versions)
+            value = orjson.dumps(
+                prediction_dict(*fields, named | scores_, format_time(event_time), emitted)
             )
-            await self.outputs.send(topics.predictions, key, encode(prediction))
+            await send(topics.predictions, key, value)
             if score >= threshold:
+                prediction = Prediction(*fields, event_time, now, named | scores_)
                 reasons = [
                     f"score {score:.3f} (onnx {s_onnx:.3f}, river {s_river:.3f}) "
                     f">= threshold {threshold:g}",
@@ -248,7 +251,7 @@ class ScoreTransactions:
                     *top_reasons(named, stats),
                 ]
                 alert = Alert.about(prediction, ALERT_KIND, reasons)
-                await self.outputs.send(topics.alerts, key, encode(alert))
+                await send(topics.alerts, key, encode(alert))
                 self.metrics.alerts.labels(STEP, ALERT_KIND).inc()
         newest = _EPOCH + timedelta(milliseconds=max(row[1] for _, row, _ in scored))
         self.metrics.event_time_lag.labels(STEP).set((now - newest).total_seconds())

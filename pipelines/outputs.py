@@ -50,6 +50,8 @@ class Outputs(Protocol):
 
     async def delivered(self) -> None: ...
 
+    async def hand_over(self) -> asyncio.Future[None]: ...
+
     def discard(self) -> None: ...
 
 
@@ -77,6 +79,8 @@ class FaustOutputs:
         self.queued: list[tuple[str, bytes | None, bytes, int | None]] = []
         conf: Any = app.conf
         self.batched = conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE
+        self.partitions: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition
+        self.partition_counts: dict[str, int] = {}
 
     def scope(self, event: Any) -> AbstractContextManager[None]:
         return event_scope(event)
@@ -100,12 +104,21 @@ class FaustOutputs:
         producer = faust_producer._ensure_producer()
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
         known: set[str] = set()
+        cache = self.partitions
         for topic, key, value, partition in queued:
             if partition is None:
                 if topic not in known:
                     await producer.client._wait_on_metadata(topic)
                     known.add(topic)
-                partition = producer._partition(topic, None, None, None, key, value)
+                    count = len(producer.client.cluster.partitions_for_topic(topic) or ())
+                    if self.partition_counts.get(topic) != count or len(cache) > 100_000:
+                        cache.clear()  # a key's partition depends on the partition count
+                        self.partition_counts[topic] = count
+                partition = cache.get((topic, key)) if key is not None else None
+                if partition is None:
+                    partition = producer._partition(topic, None, None, None, key, value)
+                    if key is not None:  # murmur2 in Python: worth remembering per key
+                        cache[(topic, key)] = partition
             groups.setdefault((topic, partition), []).append((key, value))
         futures: list[Awaitable[Any]] = []
         for (topic, partition), records in groups.items():
@@ -124,21 +137,38 @@ class FaustOutputs:
         return futures
 
     async def delivered(self) -> None:
+        await (await self.hand_over())
+
+    async def hand_over(self) -> asyncio.Future[None]:
+        """Give the queued records (and the states' changes) to the producer; the future
+        finishes once the broker acknowledged all of them, or fails with
+        :class:`DeliveryError`. The next batch can be computed meanwhile."""
         for state in self.states:  # the batch's state changes leave with its outputs
             self.queued.extend(state.flush())
         if not self.queued:
-            return
-        results = await asyncio.gather(*await self._produce(), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise DeliveryError(
-                f"{len(failures)} of {len(results)} batches were not delivered: {failures[0]!r}"
-            )
+            return _done()
+        futures = await self._produce()
+        return asyncio.ensure_future(_confirm(futures))
 
     def discard(self) -> None:
         """Forget the state changes of a batch that failed (its events go to dead letters)."""
         for state in self.states:
             state.discard()
+
+
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+async def _confirm(futures: list[Awaitable[Any]]) -> None:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise DeliveryError(
+            f"{len(failures)} of {len(results)} batches were not delivered: {failures[0]!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -176,6 +206,16 @@ class RecordingOutputs:
 
     async def delivered(self) -> None:
         self.deliveries += 1
+
+    async def hand_over(self) -> asyncio.Future[None]:
+        """Delivers at once (through :meth:`delivered`, which tests override to fail)."""
+        result: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await self.delivered()
+            result.set_result(None)
+        except Exception as exc:
+            result.set_exception(exc)
+        return result
 
     def discard(self) -> None:
         self.discards += 1

@@ -3,14 +3,16 @@ guard that turns an unexpected failure into dead letters instead of a crashed ag
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipelines.deadletters import DeadLetterSink
 from processors.schemas import Rejected
 
-__all__ = ["guarded", "split_events"]
+__all__ = ["Handover", "guarded", "guarded_start", "split_events"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -54,13 +56,57 @@ async def guarded(
     batch is acked after its outputs exist; if even the dead letters cannot be delivered it
     raises, and the batch stays unacked to be read again.
     """
+    await (await guarded_start(step, events, handle, dead)).confirmed()
+
+
+@dataclass
+class Handover:
+    """A batch whose outputs were handed to the producer (see :func:`guarded_start`)."""
+
+    step: str
+    events: Sequence[Any]
+    dead: DeadLetterSink
+    delivery: asyncio.Future[None]  # done once the broker answered
+
+    async def confirmed(self) -> None:
+        """Wait for the broker; if it refused the outputs, dead-letter the batch (raises if
+        even that fails). Run it in the step's own task: it may send."""
+        try:
+            await self.delivery
+        except Exception as exc:
+            await _dead_letter(self.step, self.events, self.dead, exc)
+
+
+async def guarded_start(
+    step: str,
+    events: Sequence[Any],
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+    dead: DeadLetterSink,
+) -> Handover:
+    """:func:`guarded` in two halves: this returns once ``handle`` ran and its outputs were
+    handed to the producer, and :meth:`Handover.confirmed` once they were acknowledged. A
+    worker computes its next batch in between."""
     try:
         await handle(events)
-        await dead.outputs.delivered()
+        delivery = await dead.outputs.hand_over()
     except Exception as exc:
-        log.exception("[%s] batch of %d failed; sending it to dead-letters", step, len(events))
-        dead.outputs.discard()  # its half-made state changes are not kept
-        detail = f"{type(exc).__name__}: {exc}"[:500]
-        for event in events:
-            await dead.send(event, step, "processing_error", detail)
-        await dead.outputs.delivered()  # raises if even these fail: the batch is not acked
+        await _dead_letter(step, events, dead, exc)
+        delivery = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)
+    return Handover(step, events, dead, delivery)
+
+
+async def _dead_letter(
+    step: str, events: Sequence[Any], dead: DeadLetterSink, exc: Exception
+) -> None:
+    log.error(
+        "[%s] batch of %d failed; sending it to dead-letters",
+        step,
+        len(events),
+        exc_info=exc,
+    )
+    dead.outputs.discard()  # its half-made state changes are not kept
+    detail = f"{type(exc).__name__}: {exc}"[:500]
+    for event in events:
+        await dead.send(event, step, "processing_error", detail)
+    await dead.outputs.delivered()  # raises if even these fail: the batch is not acked

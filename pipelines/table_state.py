@@ -10,6 +10,9 @@ partition assignment are unchanged) and only changes how a step reaches it:
 - ``state[key]`` reads the value from a cache of the raw bytes, filled from the table's
   store on a miss; the cache is dropped whenever the consumer group rebalances (keys may
   have moved to or from another worker) and when it grows past ``max_entries``;
+- ``load(state, key, decode)`` keeps the decoded value (a window object) in memory too, so
+  a key touched by every batch is decoded once, not once per batch; the step changes it in
+  place and ``save(state, key, value, event)`` marks it dirty (it is encoded at the flush);
 - ``state[key] = value`` inside ``outputs.scope(event)`` marks the key dirty for the
   event's partition; :meth:`flush` (called by :meth:`FaustOutputs.delivered
   <pipelines.outputs.FaustOutputs.delivered>` before it produces the batch's outputs)
@@ -22,15 +25,48 @@ The persisted changelog offset is not advanced per write, so a restart replays t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 from faust.streams import current_event
 
-__all__ = ["Record", "TableState"]
+WriteBatch: Any
+try:
+    from rocksdict import WriteBatch
+except ImportError:  # pragma: no cover - Faust's other RocksDB binding
+    WriteBatch = None
+
+__all__ = ["Encodable", "Record", "TableState", "load", "save"]
 
 Record = tuple[str, bytes, bytes, int]
 """A changelog record: topic, serialized key, value, partition."""
+
+
+class Encodable(Protocol):
+    def to_bytes(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=Encodable)
+
+
+def load(
+    state: MutableMapping[int, Any], key: int, decode: Callable[[bytes | None], E], event: Any
+) -> E:
+    """``decode(state[key])`` for ``event`` (whose partition holds the key), from a
+    :class:`TableState`'s cache of decoded values if it has one (plain dicts, as steps get in
+    tests, decode every time)."""
+    if isinstance(state, TableState):
+        return state.load(key, decode, event.message.partition)
+    return decode(state.get(key))
+
+
+def save(state: MutableMapping[int, Any], key: int, value: Encodable, event: Any) -> None:
+    """Store ``value`` for ``event`` (whose partition is the changelog's); a
+    :class:`TableState` encodes it at its next flush, a plain dict at once."""
+    if isinstance(state, TableState):
+        state.save(key, value, event.message.partition)
+    else:
+        state[key] = value.to_bytes()
 
 
 class TableState(MutableMapping[int, bytes]):
@@ -41,7 +77,9 @@ class TableState(MutableMapping[int, bytes]):
         self.table = table
         self.max_entries = max_entries
         self.cache: dict[int, bytes | None] = {}
-        self.dirty: dict[int, tuple[bytes, int]] = {}
+        self.objects: dict[int, Any] = {}  # decoded values (load/save)
+        self.dirty: dict[int, tuple[bytes | Encodable, int]] = {}
+        self.raw_keys: dict[int, bytes] = {}  # the store's (JSON) encoding of each key
         self.generation: int | None = None
 
     @property
@@ -49,10 +87,17 @@ class TableState(MutableMapping[int, bytes]):
         return str(self.table.changelog_topic.get_topic_name())
 
     def _fresh(self) -> None:
+        if self.dirty:  # never in the middle of a batch: its changes live in the caches
+            return
         generation = self.app.consumer_generation_id
-        if generation != self.generation or len(self.cache) > self.max_entries:
+        if generation != self.generation:  # keys may have moved to or from another worker
             self.cache.clear()
+            self.objects.clear()
             self.generation = generation
+        if len(self.cache) > self.max_entries:
+            self.cache.clear()
+        if len(self.objects) > self.max_entries:
+            self.objects.clear()
 
     def get(self, key: int, default: Any = None) -> Any:
         self._fresh()
@@ -68,13 +113,30 @@ class TableState(MutableMapping[int, bytes]):
             raise KeyError(key)
         return bytes(value)
 
+    def load(self, key: int, decode: Callable[[bytes | None], E], partition: int) -> E:
+        """The decoded value of ``key`` from table ``partition``, kept decoded between
+        batches. A step that changes it must :meth:`save` it; a key is read either this way
+        or as bytes, not both."""
+        self._fresh()
+        value = self.objects.get(key)
+        if value is None:
+            # One read from the partition's RocksDB: Faust's table.get looks the key up in
+            # every partition it holds when the key is not in its index (a new key).
+            store = self.table.data
+            raw = store._db_for_partition(partition).get(self._raw_key(key))
+            value = self.objects[key] = decode(raw)
+        return value
+
+    def save(self, key: int, value: Encodable, partition: int) -> None:
+        """Mark a loaded value dirty for a changelog ``partition``; encoded at flush."""
+        self.objects[key] = value
+        self.dirty[key] = (value, partition)
+
     def __setitem__(self, key: int, value: bytes) -> None:
-        event = current_event()
-        if event is None:
-            raise RuntimeError("TableState is written inside outputs.scope(event)")
+        partition = _partition()
         self._fresh()
         self.cache[key] = value
-        self.dirty[key] = (value, event.message.partition)
+        self.dirty[key] = (value, partition)
 
     def __delitem__(self, key: int) -> None:
         raise NotImplementedError("the pipeline's states never delete a key")
@@ -86,22 +148,56 @@ class TableState(MutableMapping[int, bytes]):
         raise NotImplementedError("a step reads its state by key")
 
     def discard(self) -> None:
-        """Drop unflushed writes (a failed batch) and the cache that already holds them."""
-        if self.dirty:
-            self.dirty.clear()
-            self.cache.clear()
+        """Drop unflushed writes (a failed batch) and the caches that may hold them (decoded
+        values are changed in place before they are saved)."""
+        self.dirty.clear()
+        self.cache.clear()
+        self.objects.clear()
+
+    def _raw_key(self, key: int) -> bytes:
+        raw = self.raw_keys.get(key)
+        if raw is None:
+            if len(self.raw_keys) > self.max_entries:
+                self.raw_keys.clear()
+            raw = self.raw_keys[key] = self.table.data._encode_key(key)
+        return raw
 
     def flush(self) -> list[Record]:
-        """Write the dirty values to RocksDB; the changelog records that must go with them."""
+        """Write the dirty values to RocksDB; the changelog records that must go with them.
+
+        Each partition's values go in one RocksDB write batch (one WAL append, not one per
+        key).
+        """
         if not self.dirty:
             return []
         store = self.table.data
         topic = self.changelog
         dirty, self.dirty = self.dirty, {}
         records: list[Record] = []
-        for key, (value, partition) in dirty.items():
-            raw_key = store._encode_key(key)
-            store._db_for_partition(partition).put(raw_key, value)
-            store._key_index[raw_key] = partition
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, (dirty_value, partition) in dirty.items():
+            if isinstance(dirty_value, bytes):
+                value = dirty_value
+            else:
+                value = self.cache[key] = dirty_value.to_bytes()
+            raw_key = self._raw_key(key)
+            by_partition.setdefault(partition, []).append((raw_key, value))
             records.append((topic, raw_key, value, partition))
+        for partition, pairs in by_partition.items():
+            db = store._db_for_partition(partition)
+            if WriteBatch is None or not getattr(store, "use_rocksdict", False):
+                for raw_key, value in pairs:
+                    db.put(raw_key, value)
+                continue
+            batch = WriteBatch(raw_mode=True)
+            for raw_key, value in pairs:
+                batch.put(raw_key, value)
+            db.write(batch)
         return records
+
+
+def _partition() -> int:
+    event = current_event()
+    if event is None:
+        raise RuntimeError("TableState is written inside outputs.scope(event)")
+    return int(event.message.partition)

@@ -29,7 +29,8 @@ import faust
 
 from models.fraud_onnx import DEFAULT_MANIFEST, ReloadingFraudModel, find_entry
 from pipelines.app import raw_topic
-from pipelines.batching import batch_agent
+from pipelines.batching import kafka_refetch
+from pipelines.bulk import BulkIngress, bulk_agent
 from pipelines.fraud_learning import (
     LEARN_STEP,
     LearnerReplica,
@@ -166,29 +167,35 @@ def build(
     )
 
     size = settings.worker.batch_size
+    within = settings.worker.batch_within_s
+    # Every stage reads whole fetches (pipelines.bulk), not Faust's record-at-a-time streams.
+    ingress = BulkIngress(app)
+    refetch = kafka_refetch(settings)
+
+    def bulk(channel: faust.TopicT, name: str, step: Any, most: int, wait_s: float) -> Any:
+        return bulk_agent(app, ingress, channel, name, step.start, most, wait_s, refetch)
+
     agents = {
-        CUSTOMER_STEP: batch_agent(
-            app, raw_topic(app, t.transactions, t.partitions), CUSTOMER_STEP, customers, settings
+        CUSTOMER_STEP: bulk(
+            raw_topic(app, t.transactions, t.partitions), CUSTOMER_STEP, customers, size, within
         ),
-        LABEL_STEP: batch_agent(
-            app, raw_topic(app, t.transaction_labels, t.partitions), LABEL_STEP, labels, settings
+        LABEL_STEP: bulk(
+            raw_topic(app, t.transaction_labels, t.partitions), LABEL_STEP, labels, size, within
         ),
         # Each record here holds a whole upstream batch's rows for one partition.
-        STEP: batch_agent(
-            app,
+        STEP: bulk(
             app.topic(names["tx"], names["labels"], value_serializer="raw"),
             STEP,
             scorer,
-            settings,
-            size=max(1, size // 10),
+            max(1, size // 10),
+            within,
         ),
-        LEARN_STEP: batch_agent(
-            app,
+        LEARN_STEP: bulk(
             raw_topic(app, names["training"], 1),
             LEARN_STEP,
             learner,
-            settings,
-            within=settings.transactions.learner_batch_s,
+            size,
+            settings.transactions.learner_batch_s,
         ),
     }
     app.task(follower.run)

@@ -24,8 +24,6 @@ import math
 import struct
 from collections.abc import Sequence
 
-import numpy as np
-
 __all__ = ["NOTES", "PendingFeatures"]
 
 _HEADER = struct.Struct("<BII")  # format version, entries, features per entry
@@ -37,16 +35,19 @@ _UNKNOWN = [math.nan] * NOTES
 class PendingFeatures:
     """``tx_id -> (tx_time_ms, features, notes)`` for one terminal, oldest first."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "oldest")
 
     def __init__(self) -> None:
         self.entries: dict[int, tuple[int, list[float], list[float]]] = {}
+        self.oldest: int | None = None  # no entry is older (a bound: removals leave it)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, tx_id: int, tx_time_ms: int, features: Sequence[float]) -> None:
         self.entries[tx_id] = (tx_time_ms, list(features), _UNKNOWN)
+        if self.oldest is None or tx_time_ms < self.oldest:
+            self.oldest = tx_time_ms
 
     def note(self, tx_id: int, notes: Sequence[float]) -> None:
         """Keep :data:`NOTES` numbers with ``tx_id``'s features (ignored if it is unknown)."""
@@ -66,20 +67,36 @@ class PendingFeatures:
     def expire(self, now_ms: int, ttl_ms: int) -> int:
         """Drop entries older than ``now_ms - ttl_ms``; returns how many were dropped."""
         cutoff = now_ms - ttl_ms
+        if self.oldest is None or self.oldest >= cutoff:
+            return 0  # the usual case: nothing that old (no scan)
         old = [tx for tx, (t, _, _) in self.entries.items() if t < cutoff]
         for tx in old:
             del self.entries[tx]
+        self.oldest = min((t for t, _, _ in self.entries.values()), default=None)
         return len(old)
 
     def to_bytes(self) -> bytes:
+        # struct, not numpy: a terminal holds a handful of entries, and numpy's per-call cost
+        # was most of the scorer's state time.
         n = len(self.entries)
-        width = len(next(iter(self.entries.values()))[1]) if n else 0
-        ids = np.fromiter(self.entries.keys(), dtype="<i8", count=n)
-        times = np.fromiter((e[0] for e in self.entries.values()), dtype="<i8", count=n)
-        feats = np.array([e[1] for e in self.entries.values()], dtype="<f8").reshape(n, width)
-        notes = np.array([e[2] for e in self.entries.values()], dtype="<f8").reshape(n, NOTES)
-        head = _HEADER.pack(_VERSION, n, width)
-        return head + ids.tobytes() + times.tobytes() + feats.tobytes() + notes.tobytes()
+        if not n:
+            return _HEADER.pack(_VERSION, 0, 0)
+        values = self.entries.values()
+        width = len(next(iter(values))[1])
+        flat: list[float] = []
+        for _, features, _ in values:
+            if len(features) != width:
+                raise ValueError(f"entries of {len(features)} and {width} features")
+            flat += features
+        for _, _, notes in values:
+            flat += notes
+        body = struct.pack(
+            f"<{n}q{n}q{n * (width + NOTES)}d",
+            *self.entries.keys(),
+            *(e[0] for e in values),
+            *flat,
+        )
+        return _HEADER.pack(_VERSION, n, width) + body
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> PendingFeatures:
@@ -88,20 +105,18 @@ class PendingFeatures:
         if not raw or len(raw) < _HEADER.size:
             return pending
         version, n, width = _HEADER.unpack_from(raw)
-        if version not in (1, _VERSION):
+        if version not in (1, _VERSION) or not n:
             return pending
-        at = _HEADER.size
-        ids = np.frombuffer(raw, dtype="<i8", count=n, offset=at)
-        times = np.frombuffer(raw, dtype="<i8", count=n, offset=at + 8 * n)
-        feats = np.frombuffer(raw, dtype="<f8", count=n * width, offset=at + 16 * n)
-        rows = feats.reshape(n, width).tolist()
-        if version == 1:
-            notes = [_UNKNOWN] * n
+        notes_n = NOTES if version == _VERSION else 0
+        values = struct.unpack_from(f"<{n}q{n}q{n * (width + notes_n)}d", raw, _HEADER.size)
+        ids, times = values[:n], values[n : 2 * n]
+        at = 2 * n
+        rows = [list(values[at + i * width : at + (i + 1) * width]) for i in range(n)]
+        if notes_n:
+            at += n * width
+            notes = [list(values[at + i * NOTES : at + (i + 1) * NOTES]) for i in range(n)]
         else:
-            at += (16 + 8 * width) * n
-            packed = np.frombuffer(raw, dtype="<f8", count=n * NOTES, offset=at)
-            notes = packed.reshape(n, NOTES).tolist()
-        pending.entries = dict(
-            zip(ids.tolist(), zip(times.tolist(), rows, notes, strict=True), strict=True)
-        )
+            notes = [_UNKNOWN] * n
+        pending.entries = dict(zip(ids, zip(times, rows, notes, strict=True), strict=True))
+        pending.oldest = min(times)
         return pending

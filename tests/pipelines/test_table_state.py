@@ -10,7 +10,7 @@ import pytest
 from pipelines.app import create_app, event_scope
 from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.settings import Settings
-from pipelines.table_state import TableState
+from pipelines.table_state import TableState, load, save
 from tests.pipelines.fakes import FakeEvent, FakeMessage
 
 
@@ -90,3 +90,76 @@ def test_internal_records_are_chunked_in_order() -> None:
     assert [len(decode_rows(r, "rows")) for r in records] == [256, 256, 88]
     assert [row for r in records for row in decode_rows(r, "rows")] == rows
     assert encode_chunks("rows", []) == []
+
+
+class Counter:
+    """A decoded value: how many times it was decoded and encoded shows what was cached."""
+
+    decoded = 0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Counter:
+        cls.decoded += 1
+        return cls(int(raw or b"0"))
+
+    def to_bytes(self) -> bytes:
+        return str(self.n).encode()
+
+
+def test_decoded_values_stay_decoded_and_are_encoded_once_per_flush(home: Path) -> None:
+    app, table, state = state_of(home)
+    Counter.decoded = 0
+    event = on_partition(3)
+    for _ in range(3):  # three batches touching the same key
+        counter = load(state, 11, Counter.from_bytes, event)
+        counter.n += 1
+        save(state, 11, counter, event)
+        (record,) = state.flush()
+        assert record[2:] == (str(counter.n).encode(), 3)  # value and changelog partition
+    assert Counter.decoded == 1  # decoded once, then kept
+    raw_key = table.data._encode_key(11)
+    assert table.data._db_for_partition(3).get(raw_key) == b"3"  # in the partition's store
+    assert table.get(11) == b"3"  # and where Faust's own reads look
+
+    app.consumer_generation_id = (app.consumer_generation_id or 0) + 1  # a rebalance
+    assert load(state, 11, Counter.from_bytes, event).n == 3  # read back from RocksDB
+    assert Counter.decoded == 2
+
+
+def test_a_failed_batch_forgets_values_changed_in_place(home: Path) -> None:
+    _, _, state = state_of(home)
+    event = on_partition(0)
+    counter = load(state, 4, Counter.from_bytes, event)
+    counter.n = 10
+    save(state, 4, counter, event)
+    state.flush()
+    load(state, 4, Counter.from_bytes, event).n = 99  # changed, then the batch failed
+    state.discard()
+    assert load(state, 4, Counter.from_bytes, event).n == 10
+    assert state.flush() == []
+
+
+def test_no_cache_is_dropped_in_the_middle_of_a_batch(home: Path) -> None:
+    app, _, state = state_of(home)
+    event = on_partition(1)
+    counter = load(state, 8, Counter.from_bytes, event)
+    counter.n = 5
+    save(state, 8, counter, event)
+    app.consumer_generation_id = (app.consumer_generation_id or 0) + 1  # mid-batch
+    assert load(state, 8, Counter.from_bytes, event).n == 5  # the unflushed value
+    assert [r[2] for r in state.flush()] == [b"5"]
+
+
+def test_plain_dicts_decode_and_encode_every_time() -> None:
+    Counter.decoded = 0
+    state: dict[int, bytes] = {}
+    event = on_partition(0)
+    counter = load(state, 1, Counter.from_bytes, event)
+    counter.n = 2
+    save(state, 1, counter, event)
+    assert state == {1: b"2"}
+    assert load(state, 1, Counter.from_bytes, event).n == 2
+    assert Counter.decoded == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 from hypothesis import given
@@ -10,11 +10,14 @@ from hypothesis import strategies as st
 
 from processors.schemas import (
     Label,
+    Prediction,
     Rejected,
     Transaction,
     decode_label,
     decode_transaction,
     encode,
+    format_time,
+    prediction_dict,
 )
 
 ids = st.integers(min_value=0, max_value=2**53)
@@ -84,3 +87,53 @@ def test_time_zones_normalise_to_utc(t: datetime, hours: int) -> None:
     tx = decode_transaction(raw)
     assert isinstance(tx, Transaction)
     assert tx.tx_time == t
+
+
+any_times = st.datetimes(
+    min_value=datetime(1000, 1, 2), max_value=datetime(9998, 1, 1), timezones=st.just(UTC)
+)
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+
+
+@given(any_times, offsets)
+def test_format_time_is_strftime_rfc3339_in_utc(t: datetime, zone: timezone) -> None:
+    expected = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    assert format_time(t) == expected
+    assert format_time(t.astimezone(zone)) == expected
+
+
+scores = st.floats(min_value=0, max_value=1, allow_nan=False)
+feature_maps = st.dictionaries(
+    st.text(max_size=12), st.floats(allow_nan=False, allow_infinity=False), max_size=20
+)
+
+
+@given(st.text(max_size=20), ids, st.text(max_size=30), scores, scores, feature_maps, times, times)
+def test_prediction_dict_encodes_to_what_encode_of_a_prediction_writes(
+    pipeline: str,
+    event_id: int,
+    entity: str,
+    score: float,
+    threshold: float,
+    features: dict[str, float],
+    event_time: datetime,
+    emit_time: datetime,
+) -> None:
+    versions = {"onnx": "fraud_lgbm/1", "river": "river-logreg/7"}
+    prediction = Prediction(
+        pipeline, str(event_id), entity, score, threshold, versions, event_time, emit_time, features
+    )
+    fast = prediction_dict(
+        pipeline,
+        str(event_id),
+        entity,
+        score,
+        threshold,
+        versions,
+        features,
+        format_time(event_time),
+        format_time(emit_time),
+    )
+    assert orjson.dumps(fast) == encode(prediction)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.batching import OffsetWatch, RecoveredMessage
 
@@ -33,14 +35,23 @@ P0 = TP("t", 0)
 
 
 def see(
-    watch: OffsetWatch, offsets: list[int], tp: TP = P0, generation: int = 1, done: bool = False
+    watch: OffsetWatch,
+    offsets: list[int],
+    tp: TP = P0,
+    generation: int = 1,
+    done: bool = False,
+    fast: bool = True,
 ) -> list[int]:
     """Offsets in the order the batch would handle them (repeats left out); with ``done``
-    the whole batch is then noted as handled."""
+    the whole batch is then noted as handled. As the worker does, the constant-time
+    :meth:`OffsetWatch.next_in_line` decides first (unless ``fast`` is off)."""
 
     async def go() -> list[int]:
         handled: list[Any] = []
         for offset in offsets:
+            if fast and watch.next_in_line(tp, offset, generation):
+                handled.append(Event(tp, offset))
+                continue
             before = await watch.admit(tp, offset, generation)
             if before is None:
                 continue
@@ -120,3 +131,29 @@ def test_a_real_gap_reads_back_only_what_exists() -> None:
     watch = OffsetWatch(kafka.refetch)
     assert see(watch, [38, 39, 45]) == [38, 39, 45]  # 40..44 hold no records
     assert watch.recovered == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 60), max_size=12),  # a stretch of deliveries
+            st.booleans(),  # then the batch is handled
+            st.booleans(),  # then a rebalance
+        ),
+        max_size=6,
+    )
+)
+def test_the_constant_time_check_decides_as_admit_does(
+    stretches: list[tuple[list[int], bool, bool]],
+) -> None:
+    """Runs of consecutive offsets, repeats, seeks back and forth, holes, rebalances: with
+    or without ``next_in_line`` the same records are handled, in the same order."""
+    fast, slow = OffsetWatch(Kafka().refetch), OffsetWatch(Kafka().refetch)
+    generation = 1
+    for offsets, done, rebalance in stretches:
+        # Deliveries are mostly runs: each drawn offset starts a run of three.
+        run = [o + i for o in offsets for i in range(3)]
+        got = see(fast, run, generation=generation, done=done)
+        assert got == see(slow, run, generation=generation, done=done, fast=False)
+        generation += rebalance
