@@ -17,7 +17,7 @@ commits and rebalances stay Faust's, and each rule of Faust's own path is kept:
 * a record below the partition's read offset is dropped, and a jump in offsets is filed as
   a gap (transaction markers), as Faust's fetcher does;
 * a batch's messages are tracked as unacked when the batch is cut (so a rebalance waits for
-  it) and acked only after the step returned, that is after its outputs were delivered.
+  it) and acked only once the broker acknowledged its outputs.
 
 The source owns its flow control: when it holds more than ``limit`` records it takes its
 partitions out of the consumer's active set, and puts them back once it has drained to half,

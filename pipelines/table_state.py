@@ -178,8 +178,9 @@ class TableState(MutableMapping[int, bytes]):
         for key, (dirty_value, partition) in dirty.items():
             if isinstance(dirty_value, bytes):
                 value = dirty_value
-            else:
-                value = self.cache[key] = dirty_value.to_bytes()
+            else:  # kept decoded; a raw copy too would double the state's memory
+                value = dirty_value.to_bytes()
+                self.cache.pop(key, None)
             raw_key = self._raw_key(key)
             by_partition.setdefault(partition, []).append((raw_key, value))
             records.append((topic, raw_key, value, partition))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -71,6 +72,20 @@ def _ensure_topics(settings: Settings) -> None:
         log.warning("could not create topics (%s); they must exist already", exc)
 
 
+def _tune_gc() -> None:
+    """Fewer, cheaper full garbage collections: they stop the event loop.
+
+    A worker keeps its state's windows in memory, and with CPython's default thresholds a
+    full collection ran about once a second under load, walking every object (100-500 ms
+    each, measured with ``gc.callbacks`` under ``streamwise bench transactions``). What
+    exists once the app is built (modules, models) is frozen out of collections, and the
+    young generations are collected less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_worker(settings: Settings, pipeline: str) -> None:
     """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
     _ensure_topics(settings)
@@ -87,9 +102,5 @@ def run_worker(settings: Settings, pipeline: str) -> None:
     # Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
     # that made every per-message debug call in aiokafka and Faust build a log record.
     worker.spinner = None
-    import os  # DEBUG-TEMP
-
-    if os.environ.get("SW_DEBUG_DEV"):  # DEBUG-TEMP
-        logging.getLogger("faust.transport.consumer").setLevel(5)  # DEBUG-TEMP
-        logging.getLogger("faust.transport.drivers.aiokafka").setLevel(5)  # DEBUG-TEMP
+    _tune_gc()
     worker.execute_from_commandline()

@@ -29,23 +29,28 @@ __all__ = ["NOTES", "PendingFeatures"]
 _HEADER = struct.Struct("<BII")  # format version, entries, features per entry
 _VERSION = 2  # 1: without notes (read as unknown)
 NOTES = 4  # customer id, ONNX score, River score, served score
-_UNKNOWN = [math.nan] * NOTES
+_UNKNOWN = (math.nan,) * NOTES
 
 
 class PendingFeatures:
-    """``tx_id -> (tx_time_ms, features, notes)`` for one terminal, oldest first."""
+    """``tx_id -> (tx_time_ms, features, notes)`` for one terminal, oldest first.
+
+    Entries are tuples of numbers, which Python's garbage collector stops tracking: a worker
+    keeps every terminal's entries in memory, and lists there made each full collection
+    walk hundreds of thousands of objects (pauses of 100-500 ms).
+    """
 
     __slots__ = ("entries", "oldest")
 
     def __init__(self) -> None:
-        self.entries: dict[int, tuple[int, list[float], list[float]]] = {}
+        self.entries: dict[int, tuple[int, tuple[float, ...], tuple[float, ...]]] = {}
         self.oldest: int | None = None  # no entry is older (a bound: removals leave it)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, tx_id: int, tx_time_ms: int, features: Sequence[float]) -> None:
-        self.entries[tx_id] = (tx_time_ms, list(features), _UNKNOWN)
+        self.entries[tx_id] = (tx_time_ms, tuple(features), _UNKNOWN)
         if self.oldest is None or tx_time_ms < self.oldest:
             self.oldest = tx_time_ms
 
@@ -53,16 +58,17 @@ class PendingFeatures:
         """Keep :data:`NOTES` numbers with ``tx_id``'s features (ignored if it is unknown)."""
         entry = self.entries.get(tx_id)
         if entry is not None:
-            self.entries[tx_id] = (entry[0], entry[1], [float(v) for v in notes])
+            self.entries[tx_id] = (entry[0], entry[1], tuple(float(v) for v in notes))
 
     def take(self, tx_id: int) -> tuple[int, list[float], list[float]] | None:
         """``(tx_time_ms, features, notes)`` of ``tx_id`` (removed); notes are NaN if unset."""
-        return self.entries.pop(tx_id, None)
+        entry = self.entries.pop(tx_id, None)
+        return None if entry is None else (entry[0], list(entry[1]), list(entry[2]))
 
     def pop(self, tx_id: int) -> list[float] | None:
         """The features of ``tx_id`` (removed), or ``None`` if unknown or expired."""
         entry = self.entries.pop(tx_id, None)
-        return None if entry is None else entry[1]
+        return None if entry is None else list(entry[1])
 
     def expire(self, now_ms: int, ttl_ms: int) -> int:
         """Drop entries older than ``now_ms - ttl_ms``; returns how many were dropped."""
@@ -111,10 +117,10 @@ class PendingFeatures:
         values = struct.unpack_from(f"<{n}q{n}q{n * (width + notes_n)}d", raw, _HEADER.size)
         ids, times = values[:n], values[n : 2 * n]
         at = 2 * n
-        rows = [list(values[at + i * width : at + (i + 1) * width]) for i in range(n)]
+        rows = [values[at + i * width : at + (i + 1) * width] for i in range(n)]
         if notes_n:
             at += n * width
-            notes = [list(values[at + i * NOTES : at + (i + 1) * NOTES]) for i in range(n)]
+            notes = [values[at + i * NOTES : at + (i + 1) * NOTES] for i in range(n)]
         else:
             notes = [_UNKNOWN] * n
         pending.entries = dict(zip(ids, zip(times, rows, notes, strict=True), strict=True))

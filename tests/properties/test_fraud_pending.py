@@ -54,9 +54,9 @@ def test_pending_features_behave_like_a_dict_with_expiry(steps: list[tuple[Any, 
                 raw = pending.to_bytes()
                 pending = PendingFeatures.from_bytes(raw)
                 assert pending.to_bytes() == raw
-        assert {tx: (t, f) for tx, (t, f, _) in pending.entries.items()} == {
+        assert {tx: (t, list(f)) for tx, (t, f, _) in pending.entries.items()} == {
             tx: (t, f) for tx, (t, f, _) in model.items()
         }
         for tx, (_, _, notes) in model.items():
             if notes is not None:
-                assert pending.entries[tx][2] == notes
+                assert list(pending.entries[tx][2]) == notes
