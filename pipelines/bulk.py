@@ -94,6 +94,21 @@ class BulkSource:
         self.paused.clear()
 
 
+_CONSUMER_PARTS = (
+    "_wait_next_records",
+    "_read_offset",
+    "_to_message",
+    "_add_gap",
+    "_get_active_partitions",
+    "_paused_partitions",
+    "_buffered_partitions",
+    "_unacked_messages",
+    "flow_active",
+    "ack",
+    "assignment",
+)
+
+
 class BulkIngress:
     """Diverts the records of registered topics from a Faust consumer's fetches."""
 
@@ -118,6 +133,12 @@ class BulkIngress:
     def install(self, consumer: Any) -> None:
         if self.installed is consumer:
             return
+        missing = [name for name in _CONSUMER_PARTS if not hasattr(consumer, name)]
+        if missing:  # faust-streaming's consumer internals, tested with 0.15.3
+            raise RuntimeError(
+                f"this Faust consumer lacks {', '.join(missing)}: the bulk reader was built "
+                "for faust-streaming 0.15.3 (see pipelines/bulk.py)"
+            )
         self.installed = consumer
         fetch = consumer._wait_next_records
 

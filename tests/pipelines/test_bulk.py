@@ -9,6 +9,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from faust.types import TP
 
 from pipelines.bulk import BulkIngress, bulk_run
@@ -213,3 +214,11 @@ def test_batches_overlap_delivery_and_are_acked_only_once_delivered() -> None:
             await runner
 
     asyncio.run(scenario())
+
+
+def test_a_consumer_without_the_parts_it_needs_is_refused() -> None:
+    consumer = Consumer()
+    app = App(consumer)
+    del consumer._read_offset
+    with pytest.raises(RuntimeError, match="_read_offset"):
+        BulkIngress(app).source(["tx"], 10)  # type: ignore[arg-type]
