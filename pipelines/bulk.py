@@ -116,7 +116,6 @@ class BulkIngress:
         self.app = app
         self.sources: dict[str, BulkSource] = {}
         self.installed: Any = None
-        self.dropped = 0
 
     def source(self, topics: Iterable[str], limit: int) -> BulkSource:
         source = BulkSource(self.app, topics, limit)
@@ -162,8 +161,7 @@ class BulkIngress:
             if not flowing or (
                 active is not None and tp not in active and tp not in consumer._buffered_partitions
             ):
-                self.dropped += len(fetched)  # as Faust's getmany: read again after its seek
-                continue
+                continue  # as Faust's getmany: read again after its seek
             messages = []
             last = read_offset[tp]
             for record in fetched:
@@ -281,11 +279,9 @@ def bulk_agent(
     depth = 1 if conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE else 2
 
     async def agent(stream: Any) -> None:
-        # Iterating a channel is what subscribes Faust to its topics; nothing is read from it.
-        subscription = aiter(stream.channel)
-        try:
-            await bulk_run(app, source, start, most, within, refetch, depth)
-        finally:
-            del subscription
+        # Iterating a channel is what subscribes Faust to its topics (the conductor keeps the
+        # iterator); nothing is read from it.
+        aiter(stream.channel)
+        await bulk_run(app, source, start, most, within, refetch, depth)
 
     return app.agent(channel, name=name)(agent)

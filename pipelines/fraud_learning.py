@@ -35,7 +35,7 @@ from pipelines.fraud_wire import decode_rows
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
-from pipelines.steps import Handover, guarded, guarded_start
+from pipelines.steps import guarded
 from processors.fraud_explain import LearnerStats
 from processors.fraud_quality import Policies
 
@@ -240,10 +240,6 @@ class LearnFraud:
 
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(LEARN_STEP, events, self.handle, self.dead)
-
-    async def start(self, events: Sequence[Any]) -> Handover:
-        """The batch computed and its outputs handed over (see :func:`guarded_start`)."""
-        return await guarded_start(LEARN_STEP, events, self.handle, self.dead)
 
     async def _restore(self) -> OnlineFraudLearner:
         raw = await self.load_latest()

@@ -20,7 +20,7 @@ from pipelines.fraud_wire import encode_chunks, group_by_partition
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
-from pipelines.steps import Handover, guarded, guarded_start, split_events
+from pipelines.steps import guarded, split_events
 from pipelines.table_state import load, save
 from processors.fraud_features import CustomerWindow, FeatureConfig, Late, transaction_flags
 from processors.schemas import decode_label, decode_transaction
@@ -65,10 +65,6 @@ class _Forwarder:
 
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(self.step, events, self.handle, self.dead)
-
-    async def start(self, events: Sequence[Any]) -> Handover:
-        """The batch computed and its outputs handed over (see :func:`guarded_start`)."""
-        return await guarded_start(self.step, events, self.handle, self.dead)
 
     async def handle(self, events: Sequence[Any]) -> None:
         raise NotImplementedError

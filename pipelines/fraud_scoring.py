@@ -36,7 +36,7 @@ from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
-from pipelines.steps import Handover, guarded, guarded_start
+from pipelines.steps import guarded
 from pipelines.table_state import load, save
 from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
@@ -102,10 +102,6 @@ class ScoreTransactions:
 
     async def __call__(self, events: Sequence[Any]) -> None:
         await guarded(STEP, events, self.handle, self.dead)
-
-    async def start(self, events: Sequence[Any]) -> Handover:
-        """The batch computed and its outputs handed over (see :func:`guarded_start`)."""
-        return await guarded_start(STEP, events, self.handle, self.dead)
 
     def _maybe_reload(self) -> None:
         now = monotonic()

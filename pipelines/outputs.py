@@ -21,7 +21,15 @@ from faust.types.enums import ProcessingGuarantee
 from pipelines.app import event_scope
 from pipelines.table_state import TableState
 
-__all__ = ["DeliveryError", "FaustOutputs", "MessageLike", "Outputs", "RecordingOutputs", "Sent"]
+__all__ = [
+    "DeliveryError",
+    "FaustOutputs",
+    "MessageLike",
+    "Outputs",
+    "RecordingOutputs",
+    "Sent",
+    "completed",
+]
 
 
 class DeliveryError(RuntimeError):
@@ -146,7 +154,7 @@ class FaustOutputs:
         for state in self.states:  # the batch's state changes leave with its outputs
             self.queued.extend(state.flush())
         if not self.queued:
-            return _done()
+            return completed()
         futures = await self._produce()
         return asyncio.ensure_future(_confirm(futures))
 
@@ -156,7 +164,8 @@ class FaustOutputs:
             state.discard()
 
 
-def _done() -> asyncio.Future[None]:
+def completed() -> asyncio.Future[None]:
+    """A delivery with nothing left to wait for."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     done.set_result(None)
     return done

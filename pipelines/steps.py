@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipelines.deadletters import DeadLetterSink
+from pipelines.outputs import completed
 from processors.schemas import Rejected
 
 __all__ = ["Handover", "guarded", "guarded_start", "split_events"]
@@ -91,8 +92,7 @@ async def guarded_start(
         delivery = await dead.outputs.hand_over()
     except Exception as exc:
         await _dead_letter(step, events, dead, exc)
-        delivery = asyncio.get_running_loop().create_future()
-        delivery.set_result(None)
+        delivery = completed()
     return Handover(step, events, dead, delivery)
 
 

@@ -20,6 +20,7 @@ to ``dead-letters``; every batch is acked only after its outputs were delivered.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from pipelines.kafka import TopicSpec
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import FaustOutputs
 from pipelines.settings import Settings
+from pipelines.steps import Handover, guarded_start
 from pipelines.table_state import TableState
 
 __all__ = [
@@ -185,7 +187,10 @@ def build(
     refetch = kafka_refetch(settings)
 
     def bulk(channel: faust.TopicT, name: str, step: Any, most: int, wait_s: float) -> Any:
-        return bulk_agent(app, ingress, channel, name, step.start, most, wait_s, refetch)
+        def start(events: list[Any]) -> Awaitable[Handover]:  # the step, as guarded() runs it
+            return guarded_start(name, events, step.handle, step.dead)
+
+        return bulk_agent(app, ingress, channel, name, start, most, wait_s, refetch)
 
     agents = {
         CUSTOMER_STEP: bulk(
