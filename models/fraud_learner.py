@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import struct
 from collections.abc import Sequence
@@ -89,9 +90,49 @@ class OnlineFraudLearner:
         width = len(self.feature_names)
         if x.ndim != 2 or x.shape[1] != width:
             raise ValueError(f"expected features of shape [n, {width}], got {x.shape}")
+        fast = self._predict_columns(x)
+        if fast is not None:
+            return fast
         predict = self.model.predict_proba_one
         scores = [predict(self._row(row)).get(True, 0.0) for row in x.tolist()]
         return np.asarray(scores, dtype=np.float64).reshape(-1)
+
+    def _predict_columns(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+        """River's ``predict_proba_one`` for every row, a feature at a time over the batch.
+
+        Per row, River scales each feature, sums ``weight * scaled`` in feature order and
+        takes the clamped sigmoid: about 10 µs a payment in Python, holding the GIL the
+        event loop needs. The same operations on columns (numpy's element-wise ``-`` and
+        ``/`` round like Python's, the sum keeps River's order and the sigmoid uses
+        ``math.exp``) give bit-identical scores, which a test checks against River. Another
+        pipeline shape returns ``None`` (River is asked row by row).
+        """
+        steps = list(self.model.steps.values())
+        if len(steps) != 2:
+            return None
+        scaler, regression = steps
+        if type(scaler) is not preprocessing.StandardScaler or not scaler.with_std:
+            return None
+        if type(regression) is not linear_model.LogisticRegression:
+            return None
+        if getattr(scaler, "window_size", None) is not None:
+            return None
+        weights = regression._weights.to_dict()
+        means, variances = scaler.means, scaler.vars
+        z = np.zeros(len(x), dtype=np.float64)
+        for j, name in enumerate(self.feature_names):
+            weight = weights.get(name)
+            if weight is None:
+                continue
+            var = variances.get(name, 0.0)  # .get: River's [] would add the key
+            if var:
+                z = z + weight * ((x[:, j] - means.get(name, 0.0)) / var**0.5)
+            else:
+                z = z + weight * 0.0
+        z = z + regression.intercept
+        exp = math.exp
+        scores = [0.0 if v < -30 else 1.0 if v > 30 else 1 / (1 + exp(-v)) for v in z.tolist()]
+        return np.asarray(scores, dtype=np.float64)
 
     def learn(self, features: Sequence[float] | npt.NDArray[np.float64], is_fraud: bool) -> None:
         """One labelled transaction, one SGD step."""

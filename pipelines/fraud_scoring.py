@@ -38,6 +38,7 @@ from pipelines.outputs import Outputs
 from pipelines.settings import Settings
 from pipelines.steps import guarded
 from pipelines.table_state import load, save
+from processors.formatting import format_epoch_ms, round_like_python
 from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
 from processors.fraud_pending import PendingFeatures
@@ -215,31 +216,35 @@ class ScoreTransactions:
         versions |= {k: v for k, v in policies.to_dict().items() if v is not None}
         # The challenger scores in shadow: recorded in predictions, never alerted on.
         challenger = policies.challenger
-        shadow = (challenger or champion).score(onnx, river).tolist()
+        shadow = (challenger or champion).score(onnx, river)
+        # Rounded a batch at a time, as round(v, 6) rounds each (processors.formatting).
+        r_features = round_like_python(x, 6).tolist()
+        r_onnx, r_river, r_score, r_shadow = round_like_python(
+            np.vstack([onnx, river, scores, shadow]), 6
+        ).tolist()
         now = datetime.now(UTC)
         emitted = format_time(now)
         topics = self.settings.topics
         threshold = conf.alert_threshold
         send = self.outputs.send
-        for (_, row, features), score, s_onnx, s_river, s_shadow in zip(
-            scored, scores.tolist(), onnx.tolist(), river.tolist(), shadow, strict=True
+        for i, ((_, row, _), score, s_onnx, s_river) in enumerate(
+            zip(scored, scores.tolist(), onnx.tolist(), river.tolist(), strict=True)
         ):
             tx_id, t_ms, customer, terminal = row[:4]
-            pendings[terminal].note(tx_id, [customer, s_onnx, s_river, score])
+            pendings[terminal].note(tx_id, (customer, s_onnx, s_river, score))
             entity = self.names.entity("customer", customer)
             key = entity.encode()
-            event_time = _EPOCH + timedelta(milliseconds=t_ms)
-            named = dict(zip(FEATURE_NAMES, [round(v, 6) for v in features], strict=True))
-            scores_ = {"score_onnx": round(s_onnx, 6), "score_river": round(s_river, 6)}
+            named = dict(zip(FEATURE_NAMES, r_features[i], strict=True))
+            named["score_onnx"] = r_onnx[i]
+            named["score_river"] = r_river[i]
             if challenger:
-                scores_["score_challenger"] = round(s_shadow, 6)
-            fields = (PIPELINE, str(tx_id), entity, round(score, 6), threshold, versions)
-            value = orjson.dumps(
-                prediction_dict(*fields, named | scores_, format_time(event_time), emitted)
-            )
+                named["score_challenger"] = r_shadow[i]
+            fields = (PIPELINE, str(tx_id), entity, r_score[i], threshold, versions)
+            value = orjson.dumps(prediction_dict(*fields, named, format_epoch_ms(t_ms), emitted))
             await send(topics.predictions, key, value)
             if score >= threshold:
-                prediction = Prediction(*fields, event_time, now, named | scores_)
+                event_time = _EPOCH + timedelta(milliseconds=t_ms)
+                prediction = Prediction(*fields, event_time, now, named)
                 reasons = [
                     f"score {score:.3f} (onnx {s_onnx:.3f}, river {s_river:.3f}) "
                     f">= threshold {threshold:g}",

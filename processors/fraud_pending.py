@@ -6,8 +6,9 @@ features that were scored, by transaction id, so the label can be joined to exac
 model saw, with the notes of its scoring (:meth:`PendingFeatures.note`: customer, ONNX,
 River and served score) from which the learner stage measures live quality. Entries expire
 ``ttl_ms`` after the newest transaction of the terminal (a label that never comes must not
-keep state forever). The state is packed arrays, one value per terminal, written once per
-batch.
+keep state forever). The state is one value per terminal, written once per batch: a header and
+one packed row per entry (:data:`ROW`), kept packed in memory too, so writing a terminal's
+state joins its rows instead of encoding every entry again.
 
 >>> pending = PendingFeatures()
 >>> pending.add(7, 1_000, [1.0, 2.0])
@@ -23,106 +24,123 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from functools import cache
 
 __all__ = ["NOTES", "PendingFeatures"]
 
 _HEADER = struct.Struct("<BII")  # format version, entries, features per entry
-_VERSION = 2  # 1: without notes (read as unknown)
+_VERSION = 3  # 1: columns, without notes (read as unknown); 2: columns with notes; 3: rows
 NOTES = 4  # customer id, ONNX score, River score, served score
 _UNKNOWN = (math.nan,) * NOTES
+_TIME = struct.Struct("<q")  # a row's second field
+_NOTES = struct.Struct(f"<{NOTES}d")  # a row's last fields
+
+
+@cache
+def _row(width: int) -> struct.Struct:
+    """One entry: tx id, tx time (ms), ``width`` features, :data:`NOTES` notes."""
+    return struct.Struct(f"<qq{width}d{NOTES}d")
 
 
 class PendingFeatures:
     """``tx_id -> (tx_time_ms, features, notes)`` for one terminal, oldest first.
 
-    Entries are tuples of numbers, which Python's garbage collector stops tracking: a worker
-    keeps every terminal's entries in memory, and lists there made each full collection
-    walk hundreds of thousands of objects (pauses of 100-500 ms).
+    Each entry is held as its packed row (bytes): a worker keeps every terminal's entries in
+    memory, a row is about a quarter of the size of the same numbers as Python floats in
+    tuples, the garbage collector does not track it, and :meth:`to_bytes` only joins rows.
     """
 
-    __slots__ = ("entries", "oldest")
+    __slots__ = ("oldest", "rows", "width")
 
     def __init__(self) -> None:
-        self.entries: dict[int, tuple[int, tuple[float, ...], tuple[float, ...]]] = {}
+        self.rows: dict[int, bytes] = {}
+        self.width: int | None = None  # features per entry, fixed by the first one
         self.oldest: int | None = None  # no entry is older (a bound: removals leave it)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.rows)
 
     def add(self, tx_id: int, tx_time_ms: int, features: Sequence[float]) -> None:
-        self.entries[tx_id] = (tx_time_ms, tuple(features), _UNKNOWN)
+        if self.width is None or not self.rows:
+            self.width = len(features)
+        elif len(features) != self.width:
+            raise ValueError(f"entries of {len(features)} and {self.width} features")
+        self.rows[tx_id] = _row(self.width).pack(tx_id, tx_time_ms, *features, *_UNKNOWN)
         if self.oldest is None or tx_time_ms < self.oldest:
             self.oldest = tx_time_ms
 
     def note(self, tx_id: int, notes: Sequence[float]) -> None:
         """Keep :data:`NOTES` numbers with ``tx_id``'s features (ignored if it is unknown)."""
-        entry = self.entries.get(tx_id)
-        if entry is not None:
-            self.entries[tx_id] = (entry[0], entry[1], tuple(float(v) for v in notes))
+        row = self.rows.get(tx_id)
+        if row is not None:
+            self.rows[tx_id] = row[: -_NOTES.size] + _NOTES.pack(*notes)
+
+    def get(self, tx_id: int) -> tuple[int, list[float], list[float]] | None:
+        """``(tx_time_ms, features, notes)`` of ``tx_id``; notes are NaN if unset."""
+        row = self.rows.get(tx_id)
+        if row is None:
+            return None
+        width = (len(row) - 16) // 8 - NOTES
+        values = _row(width).unpack(row)
+        return values[1], list(values[2 : 2 + width]), list(values[2 + width :])
 
     def take(self, tx_id: int) -> tuple[int, list[float], list[float]] | None:
-        """``(tx_time_ms, features, notes)`` of ``tx_id`` (removed); notes are NaN if unset."""
-        entry = self.entries.pop(tx_id, None)
-        return None if entry is None else (entry[0], list(entry[1]), list(entry[2]))
+        """:meth:`get`, and the entry is removed."""
+        entry = self.get(tx_id)
+        if entry is not None:
+            del self.rows[tx_id]
+        return entry
 
     def pop(self, tx_id: int) -> list[float] | None:
         """The features of ``tx_id`` (removed), or ``None`` if unknown or expired."""
-        entry = self.entries.pop(tx_id, None)
-        return None if entry is None else list(entry[1])
+        entry = self.take(tx_id)
+        return None if entry is None else entry[1]
 
     def expire(self, now_ms: int, ttl_ms: int) -> int:
         """Drop entries older than ``now_ms - ttl_ms``; returns how many were dropped."""
         cutoff = now_ms - ttl_ms
         if self.oldest is None or self.oldest >= cutoff:
             return 0  # the usual case: nothing that old (no scan)
-        old = [tx for tx, (t, _, _) in self.entries.items() if t < cutoff]
+        when = _TIME.unpack_from
+        old = [tx for tx, row in self.rows.items() if when(row, 8)[0] < cutoff]
         for tx in old:
-            del self.entries[tx]
-        self.oldest = min((t for t, _, _ in self.entries.values()), default=None)
+            del self.rows[tx]
+        self.oldest = min((when(row, 8)[0] for row in self.rows.values()), default=None)
         return len(old)
 
     def to_bytes(self) -> bytes:
-        # struct, not numpy: a terminal holds a handful of entries, and numpy's per-call cost
-        # was most of the scorer's state time.
-        n = len(self.entries)
-        if not n:
+        if not self.rows:
             return _HEADER.pack(_VERSION, 0, 0)
-        values = self.entries.values()
-        width = len(next(iter(values))[1])
-        flat: list[float] = []
-        for _, features, _ in values:
-            if len(features) != width:
-                raise ValueError(f"entries of {len(features)} and {width} features")
-            flat += features
-        for _, _, notes in values:
-            flat += notes
-        body = struct.pack(
-            f"<{n}q{n}q{n * (width + NOTES)}d",
-            *self.entries.keys(),
-            *(e[0] for e in values),
-            *flat,
-        )
-        return _HEADER.pack(_VERSION, n, width) + body
+        return _HEADER.pack(_VERSION, len(self.rows), self.width) + b"".join(self.rows.values())
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> PendingFeatures:
-        """Restore :meth:`to_bytes`; ``None`` or another format version is empty state."""
+        """Restore :meth:`to_bytes` (or an older format); ``None`` or an unknown format
+        version is empty state."""
         pending = cls()
         if not raw or len(raw) < _HEADER.size:
             return pending
         version, n, width = _HEADER.unpack_from(raw)
-        if version not in (1, _VERSION) or not n:
+        if version not in (1, 2, _VERSION) or not n:
             return pending
-        notes_n = NOTES if version == _VERSION else 0
+        pending.width = width
+        if version == _VERSION:
+            size = _row(width).size
+            at = _HEADER.size
+            rows = [raw[at + i * size : at + (i + 1) * size] for i in range(n)]
+            if len(rows[-1]) != size:
+                raise ValueError(f"pending features of {len(raw)} bytes for {n} rows")
+            pending.rows = {_TIME.unpack_from(row)[0]: row for row in rows}
+            pending.oldest = min(_TIME.unpack_from(row, 8)[0] for row in rows)
+            return pending
+        notes_n = NOTES if version == 2 else 0
         values = struct.unpack_from(f"<{n}q{n}q{n * (width + notes_n)}d", raw, _HEADER.size)
         ids, times = values[:n], values[n : 2 * n]
         at = 2 * n
-        rows = [values[at + i * width : at + (i + 1) * width] for i in range(n)]
-        if notes_n:
-            at += n * width
-            notes = [values[at + i * NOTES : at + (i + 1) * NOTES] for i in range(n)]
-        else:
-            notes = [_UNKNOWN] * n
-        pending.entries = dict(zip(ids, zip(times, rows, notes, strict=True), strict=True))
-        pending.oldest = min(times)
+        for i in range(n):
+            features = values[at + i * width : at + (i + 1) * width]
+            pending.add(ids[i], times[i], features)
+            if notes_n:
+                start = at + n * width + i * NOTES
+                pending.note(ids[i], values[start : start + NOTES])
         return pending

@@ -33,6 +33,7 @@ __all__ = [
     "decode_dead_letter",
     "decode_label",
     "decode_transaction",
+    "decode_transaction_checked",
     "encode",
     "format_time",
     "parse_time",
@@ -349,7 +350,41 @@ def _time_field(data: dict[str, Any], name: str) -> datetime | Rejected:
 
 
 def decode_transaction(raw: bytes) -> Transaction | Rejected:
-    """Decode and validate a ``transaction/1`` record."""
+    """Decode and validate a ``transaction/1`` record.
+
+    A well-formed record takes a short path (a few type checks in line: the general checks
+    below cost about 4 µs a payment); anything else takes the checks that say what is wrong.
+    Both give the same result, which a property test checks.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return decode_transaction_checked(raw)
+    if type(data) is dict and data.get("schema", TRANSACTION_SCHEMA) == TRANSACTION_SCHEMA:
+        tx_id, customer_id = data.get("tx_id"), data.get("customer_id")
+        terminal_id, amount, when = data.get("terminal_id"), data.get("amount"), data.get("tx_time")
+        if (
+            type(tx_id) is int
+            and type(customer_id) is int
+            and type(terminal_id) is int
+            and tx_id >= 0
+            and customer_id >= 0
+            and terminal_id >= 0
+            and type(when) is str
+            and (type(amount) is float or type(amount) is int)
+            and 0 <= amount <= _MAX_AMOUNT  # False for NaN
+        ):
+            try:
+                tx_time = datetime.fromisoformat(when)
+            except ValueError:
+                return decode_transaction_checked(raw)
+            if tx_time.tzinfo is UTC:
+                return Transaction(tx_id, tx_time, customer_id, terminal_id, float(amount))
+    return decode_transaction_checked(raw)
+
+
+def decode_transaction_checked(raw: bytes) -> Transaction | Rejected:
+    """:func:`decode_transaction` through the checks that name what is wrong."""
     data = _load_object(raw, TRANSACTION_SCHEMA)
     if isinstance(data, Rejected):
         return data
@@ -365,7 +400,10 @@ def decode_transaction(raw: bytes) -> Transaction | Rejected:
     amount = data["amount"]
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         return Rejected("bad_type", f"field 'amount' must be a number, got {amount!r:.40}")
-    amount = float(amount)
+    try:
+        amount = float(amount)
+    except OverflowError:  # an integer beyond any float
+        amount = math.inf
     if not math.isfinite(amount) or amount < 0 or amount > _MAX_AMOUNT:
         return Rejected("bad_amount", f"amount must be finite, >= 0 and <= 1e9, got {amount}")
     return Transaction(tx_id, tx_time, customer_id, terminal_id, amount)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.schemas import (
@@ -15,6 +16,7 @@ from processors.schemas import (
     Transaction,
     decode_label,
     decode_transaction,
+    decode_transaction_checked,
     encode,
     format_time,
     prediction_dict,
@@ -137,3 +139,51 @@ def test_prediction_dict_encodes_to_what_encode_of_a_prediction_writes(
         format_time(emit_time),
     )
     assert orjson.dumps(fast) == encode(prediction)
+
+
+_MISSING = object()
+_odd_values = st.one_of(
+    st.integers(-3, -1),
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "2018-04-01T00:07:56.250Z",
+            "2018-04-01T02:07:56+02:00",
+            "2018-04-01T00:07:56",
+            "2018-04-01",
+            "not a time",
+            "",
+            "transaction/2",
+            "label/1",
+        ]
+    ),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.just(_MISSING),
+)
+_valid = {
+    "schema": "transaction/1",
+    "tx_id": 7,
+    "tx_time": "2018-04-01T00:07:56Z",
+    "customer_id": 1,
+    "terminal_id": 2,
+    "amount": 12.5,
+}
+
+
+@settings(max_examples=1000)
+@given(st.sets(st.sampled_from(list(_valid)), max_size=2), st.data())
+def test_the_short_path_of_transaction_decoding_agrees_with_the_checked_one(
+    odd: set[str], data: st.DataObject
+) -> None:
+    """One or two fields changed (or dropped) at a time, the rest valid."""
+    record = {k: data.draw(_odd_values, label=k) if k in odd else v for k, v in _valid.items()}
+    raw = orjson.dumps({k: v for k, v in record.items() if v is not _MISSING})
+    assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))
+
+
+@pytest.mark.parametrize("raw", [b"", b"[1]", b"{", b"null", b'"x"'])
+def test_the_short_path_agrees_on_what_is_not_an_object(raw: bytes) -> None:
+    assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))

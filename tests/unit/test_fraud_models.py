@@ -285,3 +285,15 @@ def test_training_is_reproducible_and_versions_count_new_files(tmp_path: Path) -
     [entry] = load_entries(manifest)
     assert entry.version.startswith("fraud-lgbm/2+")
     assert entry.file == "c/fraud_lgbm.onnx"
+
+
+@pytest.mark.parametrize("learned", [0, 1, 7, 2500])
+def test_batch_scores_of_the_learner_are_rivers_own_scores_bit_for_bit(learned: int) -> None:
+    """predict_batch computes a column at a time; River, asked row by row, must agree."""
+    x = features(3000, seed=11)
+    x[::5, 2] = 0.0  # a column with ties and zeros
+    learner = OnlineFraudLearner()
+    learner.learn_many(x[:learned], labels(x, seed=11)[:learned])
+    rows = x[2500:]
+    river = [learner.model.predict_proba_one(learner._row(r)).get(True, 0.0) for r in rows]
+    assert learner.predict_batch(rows).tobytes() == np.asarray(river, np.float64).tobytes()
