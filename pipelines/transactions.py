@@ -181,7 +181,7 @@ def build(
     )
 
     size = settings.worker.batch_size
-    within = settings.worker.batch_within_s
+    within = settings.transactions.batch_within_s  # not the worker's: see its settings
     # Every stage reads whole fetches (pipelines.bulk), not Faust's record-at-a-time streams.
     ingress = BulkIngress(app)
     refetch = kafka_refetch(settings)

@@ -54,17 +54,22 @@ def round_like_python(values: npt.NDArray[np.float64], digits: int) -> npt.NDArr
     return result
 
 
-_SECONDS: dict[int, str] = {}
+_DAYS: dict[int, str] = {}
+_MINUTES = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]  # of a day
+_SECONDS = [f"{s:02d}." for s in range(60)]
+_MILLIS = [f"{ms:03d}Z" for ms in range(1000)]
 
 
 def format_epoch_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds of epoch milliseconds (``processors.schemas
-    .format_time`` of the same instant), the text up to the second remembered."""
-    seconds, millis = divmod(ms, 1000)
-    head = _SECONDS.get(seconds)
+    .format_time`` of the same instant), from the date's text (remembered per day) and
+    tables of the minutes of a day, seconds and milliseconds."""
+    days, rest = divmod(ms, 86_400_000)
+    head = _DAYS.get(days)
     if head is None:
-        if len(_SECONDS) > 100_000:
-            _SECONDS.clear()
-        head = (_EPOCH + timedelta(seconds=seconds)).isoformat()[:19] + "."
-        _SECONDS[seconds] = head
-    return f"{head}{millis:03d}Z"
+        if len(_DAYS) > 10_000:
+            _DAYS.clear()
+        head = _DAYS[days] = (_EPOCH + timedelta(days=days)).isoformat()[:11]  # "YYYY-MM-DDT"
+    minute, rest = divmod(rest, 60_000)
+    second, millis = divmod(rest, 1000)
+    return head + _MINUTES[minute] + _SECONDS[second] + _MILLIS[millis]
