@@ -135,13 +135,13 @@ class FaustOutputs:
                 if batch.append(timestamp=None, key=key, value=value) is not None:
                     continue
                 if batch.record_count():
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    futures.append(await _send_closed(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 if batch.append(timestamp=None, key=key, value=value) is None:  # oversized
                     futures.append(await producer.send(topic, value, key, partition))
                     batch = producer.create_batch()
             if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                futures.append(await _send_closed(producer, batch, topic, partition))
         return futures
 
     async def delivered(self) -> None:
@@ -162,6 +162,14 @@ class FaustOutputs:
         """Forget the state changes of a batch that failed (its events go to dead letters)."""
         for state in self.states:
             state.discard()
+
+
+async def _send_closed(producer: Any, batch: Any, topic: str, partition: int) -> Any:
+    """Hand a full record batch to aiokafka, closed: an open one lingers (``producer_linger``)
+    before it is sent, and holds back the next batch of its partition, which aiokafka queues
+    only once the last one left (one pending batch a partition)."""
+    batch.close()
+    return await producer.send_batch(batch, topic, partition=partition)
 
 
 def completed() -> asyncio.Future[None]:
