@@ -273,6 +273,16 @@ def _passthrough(settings: Settings, source: str, sink: str, events: int) -> flo
 
 
 # --------------------------------------------------------------------------- worker
+def cpu_between(samples: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """CPU seconds used between two times, interpolated from ``(time, CPU used so far)``
+    samples in time order; NaN with fewer than two samples."""
+    if len(samples) < 2:
+        return math.nan
+    times = [t for t, _ in samples]
+    used = [c for _, c in samples]
+    return float(np.interp(end, times, used) - np.interp(start, times, used))
+
+
 class WorkerProcess:
     """One ``streamwise worker`` subprocess with its log and a peak-RSS sampler."""
 
@@ -319,12 +329,7 @@ class WorkerProcess:
 
     def cpu_between(self, start: float, end: float) -> float:
         """CPU seconds the worker used between two epoch times (from the samples)."""
-        samples = list(self.cpu)
-        if len(samples) < 2:
-            return math.nan
-        times = [t for t, _ in samples]
-        used = [c for _, c in samples]
-        return float(np.interp(end, times, used) - np.interp(start, times, used))
+        return cpu_between(list(self.cpu), start, end)
 
     def check_alive(self) -> None:
         """Raise with the log's tail if the worker has exited."""

@@ -320,7 +320,8 @@ def bench() -> None:
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_transactions(events: int, as_json: bool) -> None:
-    """Throughput, latency and RSS of the transactions worker vs a raw passthrough."""
+    """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
+    passthrough."""
     from pipelines.bench import format_report, run_bench
 
     report = run_bench(load_settings(), "transactions", events=events)
