@@ -400,10 +400,7 @@ def decode_transaction_checked(raw: bytes) -> Transaction | Rejected:
     amount = data["amount"]
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         return Rejected("bad_type", f"field 'amount' must be a number, got {amount!r:.40}")
-    try:
-        amount = float(amount)
-    except OverflowError:  # an integer beyond any float
-        amount = math.inf
+    amount = float(amount)
     if not math.isfinite(amount) or amount < 0 or amount > _MAX_AMOUNT:
         return Rejected("bad_amount", f"amount must be finite, >= 0 and <= 1e9, got {amount}")
     return Transaction(tx_id, tx_time, customer_id, terminal_id, amount)
