@@ -210,12 +210,14 @@ async def _send_rows(
         while i < len(rows):
             # Paced: every row that is due by now goes out with the time it went; then sleep
             # until the next one is due.
+            # (`due` never falls: the clock is monotonic.)
             due = len(rows) if rate is None else int((time.perf_counter() - started) * rate) + 1
+            end = min(due, len(rows))
             now_ms = time.time_ns() // 1_000_000
-            for tx_id, key, value in rows[i : min(due, len(rows))]:
+            for tx_id, key, value in rows[i:end]:
                 deliveries.append(await producer.send(topic, value, key, timestamp_ms=now_ms))
                 sent[str(tx_id)] = now_ms
-            i = max(i, min(due, len(rows)))
+            i = end
             if rate is not None and i < len(rows):
                 await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         await producer.flush()
