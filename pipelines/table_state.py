@@ -16,11 +16,18 @@ partition assignment are unchanged) and only changes how a step reaches it:
 - ``state[key] = value`` inside ``outputs.scope(event)`` marks the key dirty for the
   event's partition; :meth:`flush` (called by :meth:`FaustOutputs.delivered
   <pipelines.outputs.FaustOutputs.delivered>` before it produces the batch's outputs)
-  writes every dirty value to its RocksDB partition and returns its changelog record, which
-  leaves with the batch's other records. The batch is acked only after those sends are acknowledged.
+  encodes every dirty value once and returns its changelog record, which leaves with the
+  batch's other records. The batch is acked only after those sends are acknowledged.
 
-The persisted changelog offset is not advanced per write, so a restart replays the
-(compacted) changelog of its partitions into the store: slower to start, never stale.
+RocksDB is written back, not through. Faust's recovery replays a partition's changelog from
+the offset it persisted at the end of the last recovery, and only a recovery moves that offset;
+so after a restart or a rebalance every value written since is replayed into the store anyway,
+and the store only has to be current where this worker reads it back itself: when it drops a
+cache. Flushed values are therefore kept as bytes (``unwritten``) and written to RocksDB in one
+write batch per partition when they pass ``max_unwritten_bytes``, before a cache is dropped for
+size, and when a failed batch is discarded. A rebalance drops them unwritten: the recovery that
+follows it rewrites those keys from the changelog before any batch runs. A key changed by
+every batch is written to RocksDB once per write-back instead of once per batch.
 """
 
 from __future__ import annotations
@@ -81,10 +88,20 @@ def save(state: MutableMapping[int, Any], key: int, value: Encodable, event: Any
 class TableState(MutableMapping[int, bytes]):
     """One step's view of a Faust table of ``int`` keys and ``bytes`` values."""
 
-    def __init__(self, app: Any, table: Any, max_entries: int = 500_000) -> None:
+    def __init__(
+        self,
+        app: Any,
+        table: Any,
+        max_entries: int = 500_000,
+        max_unwritten_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.app = app
         self.table = table
         self.max_entries = max_entries
+        self.max_unwritten_bytes = max_unwritten_bytes
+        # Flushed (in the changelog) but not yet in RocksDB: partition -> raw key -> value.
+        self.unwritten: dict[int, dict[bytes, bytes]] = {}
+        self.unwritten_bytes = 0
         self.cache: dict[int, bytes | None] = {}
         self.objects: dict[int, Any] = {}  # decoded values (load/save)
         self.dirty: dict[int, tuple[bytes | Encodable, int]] = {}
@@ -102,10 +119,14 @@ class TableState(MutableMapping[int, bytes]):
         if generation != self.generation:  # keys may have moved to or from another worker
             self.cache.clear()
             self.objects.clear()
+            self.unwritten.clear()  # the recovery after the rebalance replays them
+            self.unwritten_bytes = 0
             self.generation = generation
         if len(self.cache) > self.max_entries:
+            self.write_back()
             self.cache.clear()
         if len(self.objects) > self.max_entries:
+            self.write_back()
             self.objects.clear()
 
     def get(self, key: int, default: Any = None) -> Any:
@@ -158,8 +179,10 @@ class TableState(MutableMapping[int, bytes]):
 
     def discard(self) -> None:
         """Drop unflushed writes (a failed batch) and the caches that may hold them (decoded
-        values are changed in place before they are saved)."""
+        values are changed in place before they are saved). What earlier batches flushed is
+        written to RocksDB first, so that reading it back there finds it."""
         self.dirty.clear()
+        self.write_back()
         self.cache.clear()
         self.objects.clear()
 
@@ -172,38 +195,56 @@ class TableState(MutableMapping[int, bytes]):
         return raw
 
     def flush(self) -> list[Record]:
-        """Write the dirty values to RocksDB; the changelog records that must go with them.
+        """Encode the dirty values; the changelog records that must go with the batch.
 
-        Each partition's values go in one RocksDB write batch, without the write-ahead log
-        (the changelog is the recovery source).
+        The values reach RocksDB at the next :meth:`write_back` (see the module's docstring).
         """
         if not self.dirty:
             return []
-        store = self.table.data
         topic = self.changelog
         dirty, self.dirty = self.dirty, {}
         records: list[Record] = []
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        unwritten = self.unwritten
+        size = self.unwritten_bytes
         for key, (dirty_value, partition) in dirty.items():
             if isinstance(dirty_value, bytes):
                 value = dirty_value
-            else:  # kept decoded; a raw copy too would double the state's memory
+            else:  # kept decoded; a raw copy in the cache too would double the state's memory
                 value = dirty_value.to_bytes()
                 self.cache.pop(key, None)
             raw_key = self._raw_key(key)
-            by_partition.setdefault(partition, []).append((raw_key, value))
+            pending = unwritten.get(partition)
+            if pending is None:
+                pending = unwritten[partition] = {}
+            old = pending.get(raw_key)
+            if old is None:
+                size += len(raw_key) + len(value)
+            else:
+                size += len(value) - len(old)
+            pending[raw_key] = value
             records.append((topic, raw_key, value, partition))
-        for partition, pairs in by_partition.items():
+        self.unwritten_bytes = size
+        if size > self.max_unwritten_bytes:
+            self.write_back()
+        return records
+
+    def write_back(self) -> None:
+        """Write the flushed values to RocksDB: one write batch per partition, without the
+        write-ahead log (the changelog is the recovery source)."""
+        if not self.unwritten:
+            return
+        store = self.table.data
+        unwritten, self.unwritten, self.unwritten_bytes = self.unwritten, {}, 0
+        for partition, pairs in unwritten.items():
             db = store._db_for_partition(partition)
             if WriteBatch is None or not getattr(store, "use_rocksdict", False):
-                for raw_key, value in pairs:
+                for raw_key, value in pairs.items():
                     db.put(raw_key, value)
                 continue
             batch = WriteBatch(raw_mode=True)
-            for raw_key, value in pairs:
+            for raw_key, value in pairs.items():
                 batch.put(raw_key, value)
             db.write(batch, _NO_WAL)
-        return records
 
 
 def _partition() -> int:

@@ -38,12 +38,15 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
+from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from itertools import pairwise
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "DAY_MS",
@@ -61,6 +64,25 @@ _FORMAT_VERSION: Final = 1
 _HEADER = struct.Struct("<BI")  # format version, number of events
 _UNLABELLED: Final = 2**63 - 1  # ``label_at`` of a transaction without a label yet
 _GENUINE: Final = 2**63 - 2  # ``label_at`` of a transaction labelled genuine
+_LITTLE: Final = sys.byteorder == "little"
+
+
+def _le(values: array[Any]) -> bytes:
+    """The array's items as little-endian bytes (a copy of its memory on most machines)."""
+    if _LITTLE:
+        return values.tobytes()
+    swapped = array(values.typecode, values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _from_le(typecode: str, raw: bytes, start: int, count: int) -> array[Any]:
+    """``count`` little-endian 8-byte items of ``raw`` from ``start``, as an array."""
+    values = array(typecode)
+    values.frombytes(raw[start : start + 8 * count])
+    if not _LITTLE:
+        values.byteswap()
+    return values
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,9 @@ def _unpack(raw: bytes, width: int) -> tuple[int, int]:
 class CustomerWindow:
     """A customer's recent payments: times (sorted) and amounts.
 
+    Both are arrays of 64-bit numbers, so the packed form is two copies of their memory and a
+    window takes 16 bytes a payment in memory too.
+
     Duplicates are not detected here (a payment carries no id in this state): a transaction
     delivered twice is counted twice, so deduplicate upstream (``TerminalWindow`` reports
     whether it already holds a ``tx_id``).
@@ -154,9 +179,11 @@ class CustomerWindow:
 
     __slots__ = ("_amounts", "_times")
 
-    def __init__(self, times: list[int] | None = None, amounts: list[float] | None = None) -> None:
-        self._times: list[int] = times if times is not None else []
-        self._amounts: list[float] = amounts if amounts is not None else []
+    def __init__(
+        self, times: Sequence[int] | None = None, amounts: Sequence[float] | None = None
+    ) -> None:
+        self._times: array[int] = array("q", times if times is not None else ())
+        self._amounts: array[float] = array("d", amounts if amounts is not None else ())
 
     def __len__(self) -> int:
         return len(self._times)
@@ -196,10 +223,8 @@ class CustomerWindow:
 
     def to_bytes(self) -> bytes:
         """Packed little-endian form: header, int64 times, float64 amounts."""
-        n = len(self._times)
-        return _HEADER.pack(_FORMAT_VERSION, n) + struct.pack(
-            f"<{n}q{n}d", *self._times, *self._amounts
-        )
+        header = _HEADER.pack(_FORMAT_VERSION, len(self._times))
+        return header + _le(self._times) + _le(self._amounts)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> CustomerWindow:
@@ -207,8 +232,10 @@ class CustomerWindow:
         if raw is None:
             return cls()
         n, offset = _unpack(raw, 16)
-        values = struct.unpack_from(f"<{n}q{n}d", raw, offset)
-        return cls(list(values[:n]), list(values[n:]))
+        window = cls()
+        window._times = _from_le("q", raw, offset, n)
+        window._amounts = _from_le("d", raw, offset + 8 * n, n)
+        return window
 
 
 class TerminalWindow:
@@ -216,20 +243,20 @@ class TerminalWindow:
 
     ``label_at`` holds, per transaction, the label time of a fraud label, or a sentinel for
     "labelled genuine" or "no label yet"; a fraud counts at time ``t`` if its label time is
-    ``<= t``.
+    ``<= t``. All three are arrays of 64-bit integers (see :class:`CustomerWindow`).
     """
 
     __slots__ = ("_ids", "_label_at", "_times")
 
     def __init__(
         self,
-        times: list[int] | None = None,
-        ids: list[int] | None = None,
-        label_at: list[int] | None = None,
+        times: Sequence[int] | None = None,
+        ids: Sequence[int] | None = None,
+        label_at: Sequence[int] | None = None,
     ) -> None:
-        self._times: list[int] = times if times is not None else []
-        self._ids: list[int] = ids if ids is not None else []
-        self._label_at: list[int] = label_at if label_at is not None else []
+        self._times: array[int] = array("q", times if times is not None else ())
+        self._ids: array[int] = array("q", ids if ids is not None else ())
+        self._label_at: array[int] = array("q", label_at if label_at is not None else ())
 
     def __len__(self) -> int:
         return len(self._times)
@@ -335,10 +362,8 @@ class TerminalWindow:
 
     def to_bytes(self) -> bytes:
         """Packed little-endian form: header, int64 times, int64 tx ids, int64 label times."""
-        n = len(self._times)
-        return _HEADER.pack(_FORMAT_VERSION, n) + struct.pack(
-            f"<{3 * n}q", *self._times, *self._ids, *self._label_at
-        )
+        header = _HEADER.pack(_FORMAT_VERSION, len(self._times))
+        return header + _le(self._times) + _le(self._ids) + _le(self._label_at)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> TerminalWindow:
@@ -346,5 +371,8 @@ class TerminalWindow:
         if raw is None:
             return cls()
         n, offset = _unpack(raw, 24)
-        values = struct.unpack_from(f"<{3 * n}q", raw, offset)
-        return cls(list(values[:n]), list(values[n : 2 * n]), list(values[2 * n :]))
+        window = cls()
+        window._times = _from_le("q", raw, offset, n)
+        window._ids = _from_le("q", raw, offset + 8 * n, n)
+        window._label_at = _from_le("q", raw, offset + 16 * n, n)
+        return window
