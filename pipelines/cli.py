@@ -318,13 +318,20 @@ def bench() -> None:
 
 @bench.command("transactions")
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(1000))
+@click.option(
+    "--warm-days",
+    type=click.IntRange(0),
+    default=None,
+    help="Days of simulated history the worker processes before the measured events "
+    "[default: the state horizon, label delay + 30 days + grace: 38 at default settings].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_transactions(events: int, as_json: bool) -> None:
+def bench_transactions(events: int, warm_days: int | None, as_json: bool) -> None:
     """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
-    passthrough."""
+    passthrough, with windows as full as in production (after WARM_DAYS of history)."""
     from pipelines.bench import format_report, run_bench
 
-    report = run_bench(load_settings(), "transactions", events=events)
+    report = run_bench(load_settings(), "transactions", events=events, warm_days=warm_days)
     echo_report(report, as_json, format_report)
 
 

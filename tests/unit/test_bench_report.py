@@ -20,6 +20,7 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
     report = {
         "pipeline": "transactions",
         "events": 80_000,
+        "warm": {"days": 38, "events": 368_600},
         "partitions": 4,
         "kafka_version": "4.4.0",
         "produce_rate": 68_000.0,
@@ -33,7 +34,14 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
             "cpu_busy": 0.9,
         },
         "naive": {"events": 8_000, "events_per_s": 500.0},
-        "latency": {"rate": 6_250.0, "events": 40_000, "p50_ms": 80, "p99_ms": 190, "max_ms": 230},
+        "latency": {
+            "rate": 6_250.0,
+            "events": 40_000,
+            "p50_ms": 80,
+            "p99_ms": 190,
+            "max_ms": 230,
+            "cpu_busy": 0.55,
+        },
         "ratios": {
             "worker_vs_passthrough": 0.25,
             "naive_vs_passthrough": 0.01,
@@ -46,3 +54,5 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
     assert "0.25" in text
     assert "72 µs an event; busy 90% of one core" in text
     assert "80 / 190 / 230 ms" in text
+    assert "80,000 events after 38 days of history (368,600 events)" in text
+    assert "busy 55% of one core" in text
