@@ -2,13 +2,16 @@
 
 ``score-transactions`` reads ``tx-by-terminal`` and ``labels-by-terminal`` (co-partitioned by
 terminal, :mod:`pipelines.fraud_wire`). A label updates the terminal's risk window and joins
-the features that were scored for its transaction (kept in ``pending-features``); the joined
-example goes to ``fraud-training`` for the single learner. A transaction gets its six terminal
-features, then the whole batch is scored off the event loop by the ONNX model and by the
-latest River snapshot, blended by the champion policy (``STREAMWISE_TRANSACTIONS__SCORING``
+the features that were scored for its transaction (kept with the window: one
+:class:`~processors.fraud_terminal.TerminalState` a terminal in ``terminal-windows``); the
+joined example goes to ``fraud-training`` for the single learner. A transaction gets its six
+terminal features, then the whole batch is scored off the event loop by the ONNX model and by
+the latest River snapshot, blended by the champion policy (``STREAMWISE_TRANSACTIONS__SCORING``
 until the learner promotes the challenger), and produces one prediction each (with the
 challenger's shadow score) and an alert above the threshold. The served scores are noted in
-``pending-features`` for the live evaluation. State is written once per terminal and batch.
+the pending features for the live evaluation. State is written once per terminal and batch.
+Terminals saved by an earlier release, whose pending features were in a table of their own
+(``pending-features``), read them from there once and are saved whole.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
 from processors.fraud_pending import PendingFeatures
 from processors.fraud_quality import Policy
+from processors.fraud_terminal import TerminalState
 from processors.schemas import Alert, Prediction, encode, format_time, prediction_dict
 
 __all__ = ["ALERT_KIND", "PIPELINE", "STEP", "ScoreTransactions", "blend"]
@@ -62,7 +66,11 @@ def blend(
 
 
 class ScoreTransactions:
-    """Stage ``score-transactions``: one micro-batch of internal records at a time."""
+    """Stage ``score-transactions``: one micro-batch of internal records at a time.
+
+    ``terminals`` holds each terminal's :class:`TerminalState`; ``legacy_pending`` is only
+    read, for terminals saved by an earlier release.
+    """
 
     def __init__(
         self,
@@ -70,7 +78,7 @@ class ScoreTransactions:
         model: ReloadingFraudModel,
         learner: LearnerReplica,
         terminals: MutableMapping[int, Any],
-        pending: MutableMapping[int, Any],
+        legacy_pending: MutableMapping[int, Any],
         outputs: Outputs,
         metrics: StepMetrics,
         topics: dict[str, str],
@@ -89,7 +97,7 @@ class ScoreTransactions:
         self.model = model
         self.learner = learner
         self.terminals = terminals
-        self.pending = pending
+        self.legacy_pending = legacy_pending
         self.outputs = outputs
         self.metrics = metrics
         self.topics = topics  # "tx", "labels", "training": internal topic names
@@ -125,21 +133,30 @@ class ScoreTransactions:
             except TimeoutError:
                 log.warning("no learner checkpoint after 30 s; scoring with what there is")
                 self.learner_ready = None
-        windows: dict[int, TerminalWindow] = {}
+        states: dict[int, TerminalState] = {}
         pendings: dict[int, PendingFeatures] = {}
         owner: dict[int, Any] = {}
 
-        def window(terminal: int, event: Any) -> TerminalWindow:
+        def terminal_state(terminal: int, event: Any) -> TerminalState:
             owner[terminal] = event
-            if terminal not in windows:
-                windows[terminal] = load(self.terminals, terminal, TerminalWindow.from_bytes, event)
-            return windows[terminal]
+            state = states.get(terminal)
+            if state is None:
+                state = load(self.terminals, terminal, TerminalState.from_bytes, event)
+                if state.bare:  # saved by an earlier release: pending features in their table
+                    decode = PendingFeatures.from_bytes
+                    state.pending = load(self.legacy_pending, terminal, decode, event)
+                    state.bare = False
+                states[terminal] = state
+            return state
+
+        def window(terminal: int, event: Any) -> TerminalWindow:
+            return terminal_state(terminal, event).window
 
         def pending(terminal: int, event: Any) -> PendingFeatures:
-            if terminal not in pendings:
-                decode = PendingFeatures.from_bytes
-                pendings[terminal] = load(self.pending, terminal, decode, event)
-            return pendings[terminal]
+            found = pendings.get(terminal)
+            if found is None:
+                found = pendings[terminal] = terminal_state(terminal, event).pending
+            return found
 
         examples: list[list[Any]] = []
         scored: list[tuple[Any, list[Any], list[float]]] = []
@@ -177,12 +194,10 @@ class ScoreTransactions:
                 scored.append((event, row, features))
         if scored:  # before the state is written: the served scores go into pending-features
             await self._score_and_emit(scored, pendings)
-        for terminal, state in windows.items():  # changelog partition = the input's
+        for terminal, state in states.items():  # changelog partition = the input's
+            if terminal in newest:  # once per terminal and batch, not per payment
+                state.pending.expire(newest[terminal], self.pending_ttl_ms)
             save(self.terminals, terminal, state, owner[terminal])
-            if terminal in pendings:
-                if terminal in newest:  # once per terminal and batch, not per payment
-                    pendings[terminal].expire(newest[terminal], self.pending_ttl_ms)
-                save(self.pending, terminal, pendings[terminal], owner[terminal])
         for record in encode_chunks("examples", examples):
             await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics

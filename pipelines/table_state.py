@@ -93,7 +93,7 @@ class TableState(MutableMapping[int, bytes]):
         app: Any,
         table: Any,
         max_entries: int = 500_000,
-        max_unwritten_bytes: int = 32 * 1024 * 1024,
+        max_unwritten_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.table = table

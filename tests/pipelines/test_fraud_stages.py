@@ -24,6 +24,9 @@ from pipelines.outputs import DeliveryError, RecordingOutputs
 from pipelines.settings import Settings
 from pipelines.transactions import internal_topics, load_model
 from processors.fraud_features import FEATURE_NAMES
+from processors.fraud_pending import PendingFeatures
+from processors.fraud_terminal import TerminalState
+from processors.fraud_windows import FeatureConfig, TerminalWindow
 from processors.schemas import Label, Transaction, decode_dead_letter, encode
 from tests.pipelines.fakes import FakeEvent, FakeMessage, events
 
@@ -133,6 +136,39 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert p["model_versions"]["champion"] == "blend:0.3"
     assert p["model_versions"]["challenger"] == "blend:0.6"
     assert "score_challenger" in p["features"]
+
+
+def test_a_terminal_saved_by_an_earlier_release_keeps_its_pending_features(home: Path) -> None:
+    settings = Settings(home=home)
+    names = internal_topics(settings)
+    t = int(T0.timestamp() * 1000)
+    window = TerminalWindow()
+    window.add_transaction(1, t, FeatureConfig())
+    pending = PendingFeatures()
+    pending.add(1, t, [float(i) for i in range(15)])
+    # An earlier release kept the window in terminal-windows and these in pending-features.
+    terminals: dict[int, bytes] = {3: window.to_bytes()}
+    legacy = {3: pending.to_bytes()}
+    out = RecordingOutputs()
+    step = ScoreTransactions(
+        settings,
+        load_model(settings),
+        LearnerReplica(),
+        terminals,
+        legacy,
+        out,
+        StepMetrics(),
+        names,
+    )
+    run(step, [internal(names["labels"], "labels", [[1, 3, 1, t + 7 * 86_400_000]])])
+    (training,) = out.on(names["training"])
+    ((tx_id, is_fraud, features, _),) = decode_rows(training.value, "examples")
+    assert (tx_id, is_fraud, features) == (1, 1, [float(i) for i in range(15)])
+    saved = TerminalState.from_bytes(terminals[3])  # now one value, in the current format
+    assert not saved.bare
+    assert len(saved.pending) == 0  # the label took its entry
+    assert saved.window.add_label(1, t, t + 8 * 86_400_000, True, FeatureConfig()) == "duplicate"
+    assert legacy == {3: pending.to_bytes()}  # only read
 
 
 def test_a_damaged_internal_record_is_a_dead_letter(home: Path) -> None:

@@ -22,6 +22,7 @@ from processors.fraud_features import (
     replay_features,
     transaction_flags,
 )
+from processors.fraud_terminal import TerminalState
 from processors.fraud_windows import DAY_MS
 from processors.simulator import SimulationConfig, simulate
 from tests.unit.fraud_reference import reference_features
@@ -444,3 +445,27 @@ def test_replay_follows_the_config_windows(simulated: pa.Table) -> None:
     reference = reference_features(simulated, windows_days=(2, 14), delay_days=3)
     assert features.shape[1] == len(feature_names(config)) == 11
     assert np.array_equal(features, reference)
+
+
+def test_a_terminal_state_is_one_value_and_reads_a_bare_window_of_an_earlier_release() -> None:
+    config = FeatureConfig()
+    state = TerminalState()
+    state.window.add_transaction(4, 1_000, config)
+    state.pending.add(4, 1_000, [0.5, 1.5])
+    state.pending.note(4, [7.0, 0.1, 0.2, 0.15])
+    again = TerminalState.from_bytes(state.to_bytes())
+    assert again.window == state.window
+    assert again.pending.get(4) == state.pending.get(4)
+    assert again.to_bytes() == state.to_bytes()
+
+    bare = TerminalState.from_bytes(state.window.to_bytes())  # format 1: a window alone
+    assert bare.window == state.window
+    assert bare.bare  # its pending features are to be read from the old table
+    assert len(bare.pending) == 0
+
+    empty = TerminalState.from_bytes(None)
+    assert (len(empty.window), len(empty.pending), empty.bare) == (0, 0, False)
+    with pytest.raises(ValueError, match="terminal state"):
+        TerminalState.from_bytes(state.to_bytes()[:-1][:7])
+    with pytest.raises(ValueError, match="version 2"):
+        TerminalState.from_bytes(bytes([9]) + state.to_bytes()[1:])
