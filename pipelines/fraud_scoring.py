@@ -2,16 +2,17 @@
 
 ``score-transactions`` reads ``tx-by-terminal`` and ``labels-by-terminal`` (co-partitioned by
 terminal, :mod:`pipelines.fraud_wire`). A label updates the terminal's risk window and joins
-the features that were scored for its transaction (kept with the window: one
-:class:`~processors.fraud_terminal.TerminalState` a terminal in ``terminal-windows``); the
-joined example goes to ``fraud-training`` for the single learner. A transaction gets its six
+the features that were scored for its transaction (kept in ``pending-by-tx``, one value a
+transaction, and in memory with the terminal's window:
+:class:`~processors.fraud_terminal.TerminalState`); the joined example goes to
+``fraud-training`` for the single learner. A transaction gets its six
 terminal features, then the whole batch is scored off the event loop by the ONNX model and by
 the latest River snapshot, blended by the champion policy (``STREAMWISE_TRANSACTIONS__SCORING``
 until the learner promotes the challenger), and produces one prediction each (with the
 challenger's shadow score) and an alert above the threshold. The served scores are noted in
 the pending features for the live evaluation. State is written once per terminal and batch.
-Terminals saved by an earlier release, whose pending features were in a table of their own
-(``pending-features``), read them from there once and are saved whole.
+Pending features an earlier release kept in one value a terminal (``pending-features``) are
+read once and moved to their own keys.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pipelines.metrics import StepMetrics
 from pipelines.outputs import Outputs
 from pipelines.settings import Settings
 from pipelines.steps import guarded
-from pipelines.table_state import load, save
+from pipelines.table_state import drop, load, put, read, save
 from processors.formatting import format_epoch_ms, round_like_python
 from processors.fraud_explain import Pseudonymizer, top_reasons
 from processors.fraud_features import FEATURE_NAMES, Late, TerminalWindow, feature_row
@@ -68,8 +69,10 @@ def blend(
 class ScoreTransactions:
     """Stage ``score-transactions``: one micro-batch of internal records at a time.
 
-    ``terminals`` holds each terminal's :class:`TerminalState`; ``legacy_pending`` is only
-    read, for terminals saved by an earlier release.
+    ``terminals`` holds each terminal's window (:class:`TerminalState` in memory),
+    ``pending`` each scored transaction's features until its label or expiry, and
+    ``legacy_pending`` what earlier releases kept there in one value a terminal (read once and
+    deleted).
     """
 
     def __init__(
@@ -78,12 +81,13 @@ class ScoreTransactions:
         model: ReloadingFraudModel,
         learner: LearnerReplica,
         terminals: MutableMapping[int, Any],
-        legacy_pending: MutableMapping[int, Any],
+        pending: MutableMapping[int, Any],
         outputs: Outputs,
         metrics: StepMetrics,
         topics: dict[str, str],
         executor: Executor | None = None,
         learner_ready: asyncio.Event | None = None,
+        legacy_pending: MutableMapping[int, Any] | None = None,
     ) -> None:
         self.settings = settings
         # Terminal windows take events out of order as far back as their longest window: the
@@ -97,6 +101,7 @@ class ScoreTransactions:
         self.model = model
         self.learner = learner
         self.terminals = terminals
+        self.pending = pending
         self.legacy_pending = legacy_pending
         self.outputs = outputs
         self.metrics = metrics
@@ -142,10 +147,8 @@ class ScoreTransactions:
             state = states.get(terminal)
             if state is None:
                 state = load(self.terminals, terminal, TerminalState.from_bytes, event)
-                if state.bare:  # saved by an earlier release: pending features in their table
-                    decode = PendingFeatures.from_bytes
-                    state.pending = load(self.legacy_pending, terminal, decode, event)
-                    state.bare = False
+                if not state.pending_loaded:  # read from the store: its entries are apart
+                    self._restore_pending(terminal, state, event)
                 states[terminal] = state
             return state
 
@@ -192,18 +195,42 @@ class ScoreTransactions:
                 pending(terminal, event).add(tx_id, t_ms, features)
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
-        if scored:  # before the state is written: the served scores go into pending-features
+        if scored:  # before the state is written: the served scores go into pending entries
             await self._score_and_emit(scored, pendings)
         for terminal, state in states.items():  # changelog partition = the input's
             if terminal in newest:  # once per terminal and batch, not per payment
                 state.pending.expire(newest[terminal], self.pending_ttl_ms)
-            save(self.terminals, terminal, state, owner[terminal])
+            event = owner[terminal]
+            save(self.terminals, terminal, state, event)
+            changed, removed = state.pending.changes()
+            for tx_id, packed in changed:
+                put(self.pending, tx_id, packed, event)
+            for tx_id in removed:
+                drop(self.pending, tx_id, event)
         for record in encode_chunks("examples", examples):
             await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))
         m.batch_seconds.labels(STEP).observe(perf_counter() - started)
+
+    def _restore_pending(self, terminal: int, state: TerminalState, event: Any) -> None:
+        """Read back the pending entries of a terminal whose window was read from the store:
+        one per transaction its window holds (the window outlives every entry), and those
+        an earlier release kept in one value a terminal, which are moved to their own keys."""
+        pending = state.pending
+        for tx_id in state.transactions():
+            entry = read(self.pending, tx_id, event)
+            if entry is not None:
+                pending.restore(entry)
+        if self.legacy_pending is not None:
+            legacy = read(self.legacy_pending, terminal, event)
+            if legacy is not None:
+                for tx_id, entry in PendingFeatures.from_bytes(legacy).rows.items():
+                    if tx_id not in pending.rows:
+                        pending.restore(entry, changed=True)
+                drop(self.legacy_pending, terminal, event)
+        state.pending_loaded = True
 
     async def _score_and_emit(
         self,

@@ -84,7 +84,7 @@ class FaustOutputs:
         self.app = app
         self.topics = set(topics)
         self.states = list(states)  # flushed with each batch's outputs
-        self.queued: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.queued: list[tuple[str, bytes | None, bytes | None, int | None]] = []
         conf: Any = app.conf
         self.batched = conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE
         self.partitions: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition
@@ -110,7 +110,7 @@ class FaustOutputs:
                 for topic, key, value, partition in queued
             ]
         producer = faust_producer._ensure_producer()
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         known: set[str] = set()
         cache = self.partitions
         for topic, key, value, partition in queued:

@@ -52,10 +52,10 @@ except ImportError:  # pragma: no cover - Faust's other RocksDB binding
     WriteBatch = None
     _NO_WAL = None
 
-__all__ = ["Encodable", "Record", "TableState", "load", "save"]
+__all__ = ["Encodable", "Record", "TableState", "drop", "load", "put", "read", "save"]
 
-Record = tuple[str, bytes, bytes, int]
-"""A changelog record: topic, serialized key, value, partition."""
+Record = tuple[str, bytes, bytes | None, int]
+"""A changelog record: topic, serialized key, value (``None``: a tombstone), partition."""
 
 
 class Encodable(Protocol):
@@ -85,6 +85,34 @@ def save(state: MutableMapping[int, Any], key: int, value: Encodable, event: Any
         state[key] = value.to_bytes()
 
 
+def put(state: MutableMapping[int, Any], key: int, value: bytes, event: Any) -> None:
+    """Store raw ``value`` for ``event``'s partition without keeping it in a read cache (for
+    many small keys read back rarely: :meth:`TableState.read`)."""
+    if isinstance(state, TableState):
+        state.put(key, value, event.message.partition)
+    else:
+        state[key] = value
+
+
+def drop(state: MutableMapping[int, Any], key: int, event: Any) -> None:
+    """Delete ``key`` (a changelog tombstone) for ``event``'s partition."""
+    if isinstance(state, TableState):
+        state.delete(key, event.message.partition)
+    else:
+        state.pop(key, None)
+
+
+def read(state: MutableMapping[int, Any], key: int, event: Any) -> bytes | None:
+    """The raw value of ``key`` in ``event``'s partition, or ``None``, not cached."""
+    if isinstance(state, TableState):
+        return state.read(key, event.message.partition)
+    value = state.get(key)
+    return None if value is None else bytes(value)
+
+
+_ABSENT: Any = object()
+
+
 class TableState(MutableMapping[int, bytes]):
     """One step's view of a Faust table of ``int`` keys and ``bytes`` values."""
 
@@ -93,29 +121,32 @@ class TableState(MutableMapping[int, bytes]):
         app: Any,
         table: Any,
         max_entries: int = 500_000,
-        max_unwritten_bytes: int = 64 * 1024 * 1024,
+        max_unwritten_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.table = table
         self.max_entries = max_entries
         self.max_unwritten_bytes = max_unwritten_bytes
-        # Flushed (in the changelog) but not yet in RocksDB: partition -> raw key -> value.
-        self.unwritten: dict[int, dict[bytes, bytes]] = {}
+        # Flushed (in the changelog) but not yet in RocksDB: partition -> raw key -> value
+        # (``None``: deleted).
+        self.unwritten: dict[int, dict[bytes, bytes | None]] = {}
         self.unwritten_bytes = 0
         self.cache: dict[int, bytes | None] = {}
         self.objects: dict[int, Any] = {}  # decoded values (load/save)
-        self.dirty: dict[int, tuple[bytes | Encodable, int]] = {}
+        self.dirty: dict[int, tuple[bytes | Encodable | None, int]] = {}
         self.raw_keys: dict[int, bytes] = {}  # the store's (JSON) encoding of each key
-        self.generation: int | None = None
+        self.generation: Any = _ABSENT  # the consumer generation the caches belong to
 
     @property
     def changelog(self) -> str:
         return str(self.table.changelog_topic.get_topic_name())
 
     def _fresh(self) -> None:
+        generation = self.app.consumer_generation_id
+        if self.generation is _ABSENT:  # first use: nothing is cached from an older one
+            self.generation = generation
         if self.dirty:  # never in the middle of a batch: its changes live in the caches
             return
-        generation = self.app.consumer_generation_id
         if generation != self.generation:  # keys may have moved to or from another worker
             self.cache.clear()
             self.objects.clear()
@@ -162,6 +193,31 @@ class TableState(MutableMapping[int, bytes]):
         self.objects[key] = value
         self.dirty[key] = (value, partition)
 
+    def put(self, key: int, value: bytes, partition: int) -> None:
+        """Mark raw ``value`` dirty for a changelog ``partition``, without caching it."""
+        self.dirty[key] = (value, partition)
+
+    def delete(self, key: int, partition: int) -> None:
+        """Mark ``key`` deleted (a tombstone in the changelog, a delete in RocksDB)."""
+        self.cache.pop(key, None)
+        self.objects.pop(key, None)
+        self.dirty[key] = (None, partition)
+
+    def read(self, key: int, partition: int) -> bytes | None:
+        """The newest raw value of a key written with :meth:`put`: unflushed, flushed but not
+        yet in RocksDB, or from the partition's RocksDB; not cached."""
+        self._fresh()
+        dirty = self.dirty.get(key)
+        if dirty is not None:
+            value = dirty[0]
+            return value if value is None or isinstance(value, bytes) else value.to_bytes()
+        raw_key = self.table.data._encode_key(key)
+        flushed = self.unwritten.get(partition, {}).get(raw_key, _ABSENT)
+        if flushed is not _ABSENT:
+            return flushed  # type: ignore[no-any-return]
+        stored = self.table.data._db_for_partition(partition).get(raw_key)
+        return None if stored is None else bytes(stored)
+
     def __setitem__(self, key: int, value: bytes) -> None:
         partition = _partition()
         self._fresh()
@@ -202,25 +258,29 @@ class TableState(MutableMapping[int, bytes]):
         if not self.dirty:
             return []
         topic = self.changelog
+        store = self.table.data
         dirty, self.dirty = self.dirty, {}
         records: list[Record] = []
         unwritten = self.unwritten
         size = self.unwritten_bytes
         for key, (dirty_value, partition) in dirty.items():
-            if isinstance(dirty_value, bytes):
-                value = dirty_value
+            value: bytes | None
+            if dirty_value is None or isinstance(dirty_value, bytes):
+                value = dirty_value  # raw: many keys (put), each seldom written twice
+                raw_key = store._encode_key(key)
             else:  # kept decoded; a raw copy in the cache too would double the state's memory
                 value = dirty_value.to_bytes()
                 self.cache.pop(key, None)
-            raw_key = self._raw_key(key)
+                raw_key = self._raw_key(key)
             pending = unwritten.get(partition)
             if pending is None:
                 pending = unwritten[partition] = {}
-            old = pending.get(raw_key)
-            if old is None:
-                size += len(raw_key) + len(value)
+            old = pending.get(raw_key, _ABSENT)
+            new_size = 0 if value is None else len(value)
+            if old is _ABSENT:
+                size += len(raw_key) + new_size
             else:
-                size += len(value) - len(old)
+                size += new_size - (0 if old is None else len(old))
             pending[raw_key] = value
             records.append((topic, raw_key, value, partition))
         self.unwritten_bytes = size
@@ -239,11 +299,17 @@ class TableState(MutableMapping[int, bytes]):
             db = store._db_for_partition(partition)
             if WriteBatch is None or not getattr(store, "use_rocksdict", False):
                 for raw_key, value in pairs.items():
-                    db.put(raw_key, value)
+                    if value is None:
+                        db.delete(raw_key)
+                    else:
+                        db.put(raw_key, value)
                 continue
             batch = WriteBatch(raw_mode=True)
             for raw_key, value in pairs.items():
-                batch.put(raw_key, value)
+                if value is None:
+                    batch.delete(raw_key)
+                else:
+                    batch.put(raw_key, value)
             db.write(batch, _NO_WAL)
 
 

@@ -143,11 +143,9 @@ def build(
         )
 
     customer_state = table("customer-windows", "Per-customer payments of the last 30 days.")
-    terminal_state = table(
-        "terminal-windows", "Per-terminal payments, known frauds and features awaiting labels."
-    )
-    # Written by earlier releases only (pending features now live with the terminal's window);
-    # read once for each terminal they saved.
+    terminal_state = table("terminal-windows", "Per-terminal payments and known frauds.")
+    pending_state = table("pending-by-tx", "Scored features awaiting their label, by payment.")
+    # Earlier releases kept pending features in one value a terminal: read once and deleted.
     legacy_pending = table("pending-features", "Scored features of an earlier release.")
 
     topics = [t.predictions, t.alerts, t.dead_letters, t.model_metrics, *names.values()]
@@ -168,12 +166,13 @@ def build(
         model or load_model(settings),
         replica,
         terminal_state,
-        legacy_pending,
-        outputs(terminal_state),
+        pending_state,
+        outputs(terminal_state, pending_state, legacy_pending),
         metrics,
         names,
         executor,
         follower.ready,
+        legacy_pending=legacy_pending,
     )
     learner = LearnFraud(
         settings,

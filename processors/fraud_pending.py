@@ -6,9 +6,11 @@ features that were scored, by transaction id, so the label can be joined to exac
 model saw, with the notes of its scoring (:meth:`PendingFeatures.note`: customer, ONNX,
 River and served score) from which the learner stage measures live quality. Entries expire
 ``ttl_ms`` after the newest transaction of the terminal (a label that never comes must not
-keep state forever). The state is one value per terminal, written once per batch: a header and
-one packed row per entry (:data:`ROW`), kept packed in memory too, so writing a terminal's
-state joins its rows instead of encoding every entry again.
+keep state forever). Each entry is one packed row (:func:`row_of` reads one back), kept packed
+in memory too. The worker stores every row under its own transaction id (a payment adds one
+record, its label or its expiry one tombstone: :meth:`PendingFeatures.changes`); formats 1-3
+of :meth:`PendingFeatures.to_bytes`, one value a terminal with all its rows, are what earlier
+releases stored and are still read.
 
 >>> pending = PendingFeatures()
 >>> pending.add(7, 1_000, [1.0, 2.0])
@@ -50,12 +52,14 @@ class PendingFeatures:
     tuples, the garbage collector does not track it, and :meth:`to_bytes` only joins rows.
     """
 
-    __slots__ = ("oldest", "rows", "width")
+    __slots__ = ("changed", "oldest", "removed", "rows", "width")
 
     def __init__(self) -> None:
         self.rows: dict[int, bytes] = {}
         self.width: int | None = None  # features per entry, fixed by the first one
         self.oldest: int | None = None  # no entry is older (a bound: removals leave it)
+        self.changed: set[int] = set()  # entries added or noted since :meth:`changes`
+        self.removed: set[int] = set()  # entries taken or expired since :meth:`changes`
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -66,6 +70,25 @@ class PendingFeatures:
         elif len(features) != self.width:
             raise ValueError(f"entries of {len(features)} and {self.width} features")
         self.rows[tx_id] = _row(self.width).pack(tx_id, tx_time_ms, *features, *_UNKNOWN)
+        self.changed.add(tx_id)
+        self.removed.discard(tx_id)
+        if self.oldest is None or tx_time_ms < self.oldest:
+            self.oldest = tx_time_ms
+
+    def restore(self, row: bytes, changed: bool = False) -> None:
+        """Take back a row that :meth:`changes` handed out; a change itself only if
+        ``changed`` (a row read from elsewhere, to be stored again)."""
+        tx_id, tx_time_ms = _TIME.unpack_from(row)[0], _TIME.unpack_from(row, 8)[0]
+        width = (len(row) - 16) // 8 - NOTES
+        if len(row) != _row(width).size or width < 0:
+            raise ValueError(f"a pending row of {len(row)} bytes")
+        if self.width is None or not self.rows:
+            self.width = width
+        elif width != self.width:
+            raise ValueError(f"entries of {width} and {self.width} features")
+        self.rows[tx_id] = row
+        if changed:
+            self.changed.add(tx_id)
         if self.oldest is None or tx_time_ms < self.oldest:
             self.oldest = tx_time_ms
 
@@ -74,6 +97,7 @@ class PendingFeatures:
         row = self.rows.get(tx_id)
         if row is not None:
             self.rows[tx_id] = row[: -_NOTES.size] + _NOTES.pack(*notes)
+            self.changed.add(tx_id)
 
     def get(self, tx_id: int) -> tuple[int, list[float], list[float]] | None:
         """``(tx_time_ms, features, notes)`` of ``tx_id``; notes are NaN if unset."""
@@ -89,6 +113,8 @@ class PendingFeatures:
         entry = self.get(tx_id)
         if entry is not None:
             del self.rows[tx_id]
+            self.changed.discard(tx_id)
+            self.removed.add(tx_id)
         return entry
 
     def pop(self, tx_id: int) -> list[float] | None:
@@ -105,8 +131,19 @@ class PendingFeatures:
         old = [tx for tx, row in self.rows.items() if when(row, 8)[0] < cutoff]
         for tx in old:
             del self.rows[tx]
+        self.changed.difference_update(old)
+        self.removed.update(old)
         self.oldest = min((when(row, 8)[0] for row in self.rows.values()), default=None)
         return len(old)
+
+    def changes(self) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """``(tx_id, row)`` of the entries added or changed and the ids of those removed since
+        the last call, which starts the next round."""
+        rows = self.rows
+        changed = [(tx, rows[tx]) for tx in self.changed]
+        removed = list(self.removed)
+        self.changed, self.removed = set(), set()
+        return changed, removed
 
     def to_bytes(self) -> bytes:
         if not self.rows:
@@ -143,4 +180,5 @@ class PendingFeatures:
             if notes_n:
                 start = at + n * width + i * NOTES
                 pending.note(ids[i], values[start : start + NOTES])
+        pending.changed.clear()  # as read, not changed
         return pending

@@ -1,16 +1,12 @@
-"""A terminal's whole state: its window and the features awaiting their labels, one value.
+"""A terminal's state in a worker: its window and the features awaiting their labels.
 
-Both are keyed by terminal, owned by the same partition, read and changed by the same batch;
-kept as one table value they cost one changelog record and one store write per terminal and
-batch instead of two.
-
-Format 2: header (version 2, length of the window's bytes), the window's bytes
-(:meth:`TerminalWindow.to_bytes <processors.fraud_windows.TerminalWindow.to_bytes>`), the
-pending features' bytes (:meth:`PendingFeatures.to_bytes
-<processors.fraud_pending.PendingFeatures.to_bytes>`). A value that starts with version 1 is
-a bare window of an earlier release, whose pending features live in a table of their own:
-:attr:`TerminalState.bare` is then true and the caller fills :attr:`TerminalState.pending`
-from there.
+Both are keyed by terminal, owned by the same partition and changed by the same batch, so a
+worker keeps them as one object. They are stored apart: the window as one value a terminal
+(:meth:`TerminalState.to_bytes` is the window's own format), each pending entry as one value a
+transaction (:meth:`PendingFeatures.changes <processors.fraud_pending.PendingFeatures.changes>`),
+so a payment writes one small row instead of rewriting every entry of its terminal. A state
+read back from bytes has only its window (``pending_loaded`` false) until the caller restores
+its entries: the window holds the id of every transaction that can still have one.
 
 >>> from processors.fraud_windows import FeatureConfig
 >>> state = TerminalState()
@@ -18,56 +14,42 @@ from there.
 [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 >>> state.pending.add(1, 0, [2.5])
 >>> again = TerminalState.from_bytes(state.to_bytes())
->>> (len(again.window), again.pending.get(1)[:2])
-(1, (0, [2.5]))
+>>> (len(again.window), len(again.pending), again.pending_loaded, again.transactions())
+(1, 0, False, [1])
 """
 
 from __future__ import annotations
-
-import struct
-from typing import Final
 
 from processors.fraud_pending import PendingFeatures
 from processors.fraud_windows import TerminalWindow
 
 __all__ = ["TerminalState"]
 
-_HEADER = struct.Struct("<BI")  # format version, length of the window's bytes
-_VERSION: Final = 2
-_BARE_WINDOW: Final = 1  # the version byte of a TerminalWindow value of an earlier release
-
 
 class TerminalState:
     """A terminal's :class:`TerminalWindow` and :class:`PendingFeatures`."""
 
-    __slots__ = ("bare", "pending", "window")
+    __slots__ = ("pending", "pending_loaded", "window")
 
     def __init__(
         self, window: TerminalWindow | None = None, pending: PendingFeatures | None = None
     ) -> None:
         self.window = window if window is not None else TerminalWindow()
         self.pending = pending if pending is not None else PendingFeatures()
-        self.bare = False  # read from a bare window: pending features are elsewhere
+        self.pending_loaded = True  # a new terminal has no entries stored anywhere
+
+    def transactions(self) -> list[int]:
+        """Ids of the transactions the window holds (any pending entry is one of them)."""
+        return self.window.transaction_ids()
 
     def to_bytes(self) -> bytes:
-        window = self.window.to_bytes()
-        return _HEADER.pack(_VERSION, len(window)) + window + self.pending.to_bytes()
+        """The window's bytes: pending entries are stored a transaction at a time."""
+        return self.window.to_bytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> TerminalState:
-        """Restore :meth:`to_bytes`; ``None`` is an empty terminal, a bare window of an
-        earlier release comes back ``bare``, with empty pending features."""
-        if raw is None:
-            return cls()
-        if raw[:1] == bytes([_BARE_WINDOW]):
-            state = cls(TerminalWindow.from_bytes(raw))
-            state.bare = True
-            return state
-        if len(raw) < _HEADER.size:
-            raise ValueError("terminal state too short")
-        version, size = _HEADER.unpack_from(raw)
-        end = _HEADER.size + size
-        if version != _VERSION or len(raw) < end:
-            raise ValueError(f"not a version {_VERSION} terminal state")
-        window = TerminalWindow.from_bytes(raw[_HEADER.size : end])
-        return cls(window, PendingFeatures.from_bytes(raw[end:]))
+        """The window of :meth:`to_bytes` (``None``: a new terminal); its pending entries are
+        not in ``raw`` and are to be restored by the caller."""
+        state = cls(TerminalWindow.from_bytes(raw))
+        state.pending_loaded = raw is None
+        return state

@@ -265,6 +265,10 @@ class TerminalWindow:
         """Whether the transaction is held (seen, and still inside the horizon)."""
         return tx_id in self._ids
 
+    def transaction_ids(self) -> list[int]:
+        """The ids of the transactions held, in time order."""
+        return self._ids.tolist()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TerminalWindow):
             return NotImplemented

@@ -25,7 +25,6 @@ from pipelines.settings import Settings
 from pipelines.transactions import internal_topics, load_model
 from processors.fraud_features import FEATURE_NAMES
 from processors.fraud_pending import PendingFeatures
-from processors.fraud_terminal import TerminalState
 from processors.fraud_windows import FeatureConfig, TerminalWindow
 from processors.schemas import Label, Transaction, decode_dead_letter, encode
 from tests.pipelines.fakes import FakeEvent, FakeMessage, events
@@ -138,37 +137,68 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert "score_challenger" in p["features"]
 
 
+def test_pending_features_are_stored_by_transaction_and_read_back_after_a_restart(
+    home: Path,
+) -> None:
+    settings = Settings(home=home)
+    names = internal_topics(settings)
+    t = int(T0.timestamp() * 1000)
+    terminals: dict[int, bytes] = {}
+    pending: dict[int, bytes] = {}
+
+    def restarted() -> tuple[ScoreTransactions, RecordingOutputs]:  # nothing in memory
+        out = RecordingOutputs()
+        model = load_model(settings)
+        replica = LearnerReplica()
+        return ScoreTransactions(
+            settings, model, replica, terminals, pending, out, StepMetrics(), names
+        ), out
+
+    step, _ = restarted()
+    run(step, [internal(names["tx"], "rows", [row(1, t, 20.0), row(2, t + 1, 30.0)])])
+    assert set(pending) == {1, 2}  # one value a payment
+    assert TerminalWindow.from_bytes(terminals[3]).transaction_ids() == [1, 2]
+
+    step, out = restarted()
+    run(step, [internal(names["labels"], "labels", [[2, 3, 1, t + 7 * 86_400_000]], 1)])
+    (training,) = out.on(names["training"])
+    ((tx_id, is_fraud, features, served),) = decode_rows(training.value, "examples")
+    assert (tx_id, is_fraud, len(features), served[:2]) == (2, 1, 15, [t + 1, 7])
+    assert set(pending) == {1}  # the label took its entry: deleted
+
+
 def test_a_terminal_saved_by_an_earlier_release_keeps_its_pending_features(home: Path) -> None:
     settings = Settings(home=home)
     names = internal_topics(settings)
     t = int(T0.timestamp() * 1000)
     window = TerminalWindow()
     window.add_transaction(1, t, FeatureConfig())
-    pending = PendingFeatures()
-    pending.add(1, t, [float(i) for i in range(15)])
-    # An earlier release kept the window in terminal-windows and these in pending-features.
+    old = PendingFeatures()
+    old.add(1, t, [float(i) for i in range(15)])
+    old.add(9, t, [0.0] * 15)  # a payment the window no longer holds keeps its entry too
+    # An earlier release kept all of a terminal's entries in one pending-features value.
     terminals: dict[int, bytes] = {3: window.to_bytes()}
-    legacy = {3: pending.to_bytes()}
+    legacy = {3: old.to_bytes()}
+    pending: dict[int, bytes] = {}
     out = RecordingOutputs()
     step = ScoreTransactions(
         settings,
         load_model(settings),
         LearnerReplica(),
         terminals,
-        legacy,
+        pending,
         out,
         StepMetrics(),
         names,
+        legacy_pending=legacy,
     )
     run(step, [internal(names["labels"], "labels", [[1, 3, 1, t + 7 * 86_400_000]])])
     (training,) = out.on(names["training"])
     ((tx_id, is_fraud, features, _),) = decode_rows(training.value, "examples")
     assert (tx_id, is_fraud, features) == (1, 1, [float(i) for i in range(15)])
-    saved = TerminalState.from_bytes(terminals[3])  # now one value, in the current format
-    assert not saved.bare
-    assert len(saved.pending) == 0  # the label took its entry
-    assert saved.window.add_label(1, t, t + 8 * 86_400_000, True, FeatureConfig()) == "duplicate"
-    assert legacy == {3: pending.to_bytes()}  # only read
+    assert legacy == {}  # moved: the old value is deleted
+    assert set(pending) == {9}  # the entry left is stored under its own transaction
+    assert pending[9] == old.rows[9]  # the same packed row
 
 
 def test_a_damaged_internal_record_is_a_dead_letter(home: Path) -> None:

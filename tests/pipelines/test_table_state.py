@@ -10,7 +10,7 @@ import pytest
 from pipelines.app import create_app, event_scope
 from pipelines.fraud_wire import decode_rows, encode_chunks
 from pipelines.settings import Settings
-from pipelines.table_state import TableState, load, save
+from pipelines.table_state import TableState, drop, load, put, read, save
 from tests.pipelines.fakes import FakeEvent, FakeMessage
 
 
@@ -219,3 +219,41 @@ def test_values_dropped_for_size_are_written_first(home: Path) -> None:
     assert load(state, 1, Counter.from_bytes, event).n == 10  # dropped, read from RocksDB
     assert len(state.objects) == 1
     assert table.get(2) == b"20"
+
+
+def test_raw_values_by_key_are_read_back_from_each_layer_and_deleted_with_tombstones(
+    home: Path,
+) -> None:
+    _, table, state = state_of(home)
+    event = on_partition(1)
+    put(state, 100, b"row-100", event)
+    put(state, 101, b"row-101", event)
+    assert read(state, 100, event) == b"row-100"  # unflushed
+    assert state.cache == {}  # many keys, each read back seldom: not cached
+    records = state.flush()
+    assert sorted(r[2] for r in records if r[2] is not None) == [b"row-100", b"row-101"]
+    assert read(state, 101, event) == b"row-101"  # flushed, not yet in RocksDB
+    state.write_back()
+    assert read(state, 101, event) == b"row-101"  # from the partition's RocksDB
+
+    drop(state, 100, event)
+    assert read(state, 100, event) is None
+    (tombstone,) = state.flush()
+    assert (tombstone[2], tombstone[3]) == (None, 1)  # a tombstone in the changelog
+    assert read(state, 100, event) is None  # deleted, not yet in RocksDB
+    assert table.data._db_for_partition(1).get(table.data._encode_key(100)) == b"row-100"
+    state.write_back()
+    assert table.data._db_for_partition(1).get(table.data._encode_key(100)) is None
+    assert read(state, 100, event) is None
+    assert read(state, 101, event) == b"row-101"
+
+
+def test_raw_helpers_on_plain_dicts() -> None:
+    state: dict[int, bytes] = {}
+    event = on_partition(0)
+    put(state, 1, b"x", event)
+    assert read(state, 1, event) == b"x"
+    drop(state, 1, event)
+    drop(state, 1, event)  # deleting what is gone is fine
+    assert read(state, 1, event) is None
+    assert state == {}

@@ -447,25 +447,28 @@ def test_replay_follows_the_config_windows(simulated: pa.Table) -> None:
     assert np.array_equal(features, reference)
 
 
-def test_a_terminal_state_is_one_value_and_reads_a_bare_window_of_an_earlier_release() -> None:
+def test_a_terminal_state_stores_its_window_and_hands_out_entry_changes() -> None:
     config = FeatureConfig()
     state = TerminalState()
     state.window.add_transaction(4, 1_000, config)
+    state.window.add_transaction(5, 2_000, config)
     state.pending.add(4, 1_000, [0.5, 1.5])
+    state.pending.add(5, 2_000, [2.5, 3.5])
     state.pending.note(4, [7.0, 0.1, 0.2, 0.15])
-    again = TerminalState.from_bytes(state.to_bytes())
-    assert again.window == state.window
-    assert again.pending.get(4) == state.pending.get(4)
-    assert again.to_bytes() == state.to_bytes()
+    changed, removed = state.pending.changes()
+    assert sorted(tx for tx, _ in changed) == [4, 5]
+    assert removed == []
+    assert state.pending.changes() == ([], [])  # handed out once
+    state.pending.take(5)
+    state.pending.expire(2_000 + 10, 5)  # entry 4 is older than 5 ms before the newest
+    changed_now, removed_now = state.pending.changes()
+    assert (changed_now, sorted(removed_now)) == ([], [4, 5])
 
-    bare = TerminalState.from_bytes(state.window.to_bytes())  # format 1: a window alone
-    assert bare.window == state.window
-    assert bare.bare  # its pending features are to be read from the old table
-    assert len(bare.pending) == 0
-
-    empty = TerminalState.from_bytes(None)
-    assert (len(empty.window), len(empty.pending), empty.bare) == (0, 0, False)
-    with pytest.raises(ValueError, match="terminal state"):
-        TerminalState.from_bytes(state.to_bytes()[:-1][:7])
-    with pytest.raises(ValueError, match="version 2"):
-        TerminalState.from_bytes(bytes([9]) + state.to_bytes()[1:])
+    again = TerminalState.from_bytes(state.to_bytes())  # the window's own bytes
+    assert again.to_bytes() == state.window.to_bytes()
+    assert (again.pending_loaded, again.transactions(), len(again.pending)) == (False, [4, 5], 0)
+    for _, entry in changed:  # what the store kept, a row a transaction
+        again.pending.restore(entry)
+    assert again.pending.get(4) == (1_000, [0.5, 1.5], [7.0, 0.1, 0.2, 0.15])
+    assert again.pending.changes() == ([], [])  # restored, not changed
+    assert TerminalState.from_bytes(None).pending_loaded  # a new terminal has nothing stored
