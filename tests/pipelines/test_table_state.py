@@ -257,3 +257,9 @@ def test_raw_helpers_on_plain_dicts() -> None:
     drop(state, 1, event)  # deleting what is gone is fine
     assert read(state, 1, event) is None
     assert state == {}
+
+
+def test_keys_are_encoded_as_faust_encodes_them(home: Path) -> None:
+    _, table, state = state_of(home)
+    for key in (0, 1, -5, 9_999, 10**15, 2**63 - 1, -(2**63)):
+        assert state._encode_key(key) == table.data._encode_key(key)
