@@ -17,7 +17,11 @@ partition assignment are unchanged) and only changes how a step reaches it:
   event's partition; :meth:`flush` (called by :meth:`FaustOutputs.delivered
   <pipelines.outputs.FaustOutputs.delivered>` before it produces the batch's outputs)
   encodes every dirty value once and returns its changelog record, which leaves with the
-  batch's other records. The batch is acked only after those sends are acknowledged.
+  batch's other records. The batch is acked only after those sends are acknowledged;
+- ``put(state, key, value, event)``, ``drop(state, key, event)`` and ``read(state, key,
+  event)`` are for many small raw values, each read back seldom (a pending row a payment):
+  nothing is cached, and ``drop`` leaves a tombstone in the changelog and deletes the key
+  from RocksDB at the write-back.
 
 RocksDB is written back, not through. Faust's recovery replays a partition's changelog from
 the offset it persisted at the end of the last recovery, and only a recovery moves that offset;
@@ -226,7 +230,7 @@ class TableState(MutableMapping[int, bytes]):
         self.dirty[key] = (value, partition)
 
     def __delitem__(self, key: int) -> None:
-        raise NotImplementedError("the pipeline's states never delete a key")
+        raise NotImplementedError("delete a key with drop(state, key, event): it needs a partition")
 
     def __iter__(self) -> Iterator[int]:
         raise NotImplementedError("a step reads its state by key")
