@@ -549,11 +549,10 @@ def _ratio(a: float, b: float) -> float:
 def state_horizon_days(settings: Settings) -> int:
     """Days of history after which a terminal's window is as full as it gets: the label
     delay, the longest window and the grace period."""
-    from processors.fraud_windows import DAY_MS, FeatureConfig
+    from pipelines.fraud_routing import feature_config
+    from processors.fraud_windows import DAY_MS
 
-    conf = settings.transactions
-    config = FeatureConfig(label_delay_ms=conf.label_delay_ms, grace_ms=conf.grace_ms)
-    return math.ceil(config.terminal_horizon_ms / DAY_MS)
+    return math.ceil(feature_config(settings).terminal_horizon_ms / DAY_MS)
 
 
 def run_bench(

@@ -139,7 +139,6 @@ class ScoreTransactions:
                 log.warning("no learner checkpoint after 30 s; scoring with what there is")
                 self.learner_ready = None
         states: dict[int, TerminalState] = {}
-        pendings: dict[int, PendingFeatures] = {}
         owner: dict[int, Any] = {}
 
         def terminal_state(terminal: int, event: Any) -> TerminalState:
@@ -156,10 +155,7 @@ class ScoreTransactions:
             return terminal_state(terminal, event).window
 
         def pending(terminal: int, event: Any) -> PendingFeatures:
-            found = pendings.get(terminal)
-            if found is None:
-                found = pendings[terminal] = terminal_state(terminal, event).pending
-            return found
+            return terminal_state(terminal, event).pending
 
         examples: list[list[Any]] = []
         scored: list[tuple[Any, list[Any], list[float]]] = []
@@ -196,7 +192,7 @@ class ScoreTransactions:
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
         if scored:  # before the state is written: the served scores go into pending entries
-            await self._score_and_emit(scored, pendings)
+            await self._score_and_emit(scored, states)
         for terminal, state in states.items():  # changelog partition = the input's
             if terminal in newest:  # once per terminal and batch, not per payment
                 state.pending.expire(newest[terminal], self.pending_ttl_ms)
@@ -235,7 +231,7 @@ class ScoreTransactions:
     async def _score_and_emit(
         self,
         scored: list[tuple[Any, list[Any], list[float]]],
-        pendings: dict[int, PendingFeatures],
+        states: dict[int, TerminalState],
     ) -> None:
         x = np.array([f for _, _, f in scored], dtype=np.float64)
         policies = self.learner.policies or settings_policies(self.settings.transactions)
@@ -273,7 +269,7 @@ class ScoreTransactions:
             zip(scored, scores.tolist(), onnx.tolist(), river.tolist(), strict=True)
         ):
             tx_id, t_ms, customer, terminal = row[:4]
-            pendings[terminal].note(tx_id, (customer, s_onnx, s_river, score))
+            states[terminal].pending.note(tx_id, (customer, s_onnx, s_river, score))
             entity = self.names.entity("customer", customer)
             key = entity.encode()
             named = dict(zip(FEATURE_NAMES, r_features[i], strict=True))

@@ -186,11 +186,7 @@ class TableState(MutableMapping[int, bytes]):
         self._fresh()
         value = self.objects.get(key)
         if value is None:
-            # One read from the partition's RocksDB: Faust's table.get looks the key up in
-            # every partition it holds when the key is not in its index (a new key).
-            store = self.table.data
-            raw = store._db_for_partition(partition).get(self._raw_key(key))
-            value = self.objects[key] = decode(raw)
+            value = self.objects[key] = decode(self._stored(self._raw_key(key), partition))
         return value
 
     def save(self, key: int, value: Encodable, partition: int) -> None:
@@ -216,7 +212,11 @@ class TableState(MutableMapping[int, bytes]):
         if dirty is not None:
             value = dirty[0]
             return value if value is None or isinstance(value, bytes) else value.to_bytes()
-        raw_key = self._encode_key(key)
+        return self._stored(self._encode_key(key), partition)
+
+    def _stored(self, raw_key: bytes, partition: int) -> bytes | None:
+        """A key's flushed value: not yet written back, or from the partition's RocksDB (one
+        read there: Faust's table.get looks a key it has not indexed up in every partition)."""
         flushed = self.unwritten.get(partition, {}).get(raw_key, _ABSENT)
         if flushed is not _ABSENT:
             return flushed  # type: ignore[no-any-return]

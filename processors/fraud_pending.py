@@ -6,11 +6,11 @@ features that were scored, by transaction id, so the label can be joined to exac
 model saw, with the notes of its scoring (:meth:`PendingFeatures.note`: customer, ONNX,
 River and served score) from which the learner stage measures live quality. Entries expire
 ``ttl_ms`` after the newest transaction of the terminal (a label that never comes must not
-keep state forever). Each entry is one packed row (:func:`row_of` reads one back), kept packed
-in memory too. The worker stores every row under its own transaction id (a payment adds one
-record, its label or its expiry one tombstone: :meth:`PendingFeatures.changes`); formats 1-3
-of :meth:`PendingFeatures.to_bytes`, one value a terminal with all its rows, are what earlier
-releases stored and are still read.
+keep state forever). Each entry is one packed row (:meth:`PendingFeatures.restore` takes one
+back), kept packed in memory too. The worker stores every row under its own transaction id
+(a payment adds one record, its label or its expiry one tombstone:
+:meth:`PendingFeatures.changes`); formats 1-3 of :meth:`PendingFeatures.to_bytes`, one value
+a terminal with all its rows, are what earlier releases stored and are still read.
 
 >>> pending = PendingFeatures()
 >>> pending.add(7, 1_000, [1.0, 2.0])
@@ -36,6 +36,11 @@ NOTES = 4  # customer id, ONNX score, River score, served score
 _UNKNOWN = (math.nan,) * NOTES
 _TIME = struct.Struct("<q")  # a row's second field
 _NOTES = struct.Struct(f"<{NOTES}d")  # a row's last fields
+
+
+def _width(row: bytes) -> int:
+    """How many features a packed row holds."""
+    return (len(row) - 16) // 8 - NOTES
 
 
 @cache
@@ -79,7 +84,7 @@ class PendingFeatures:
         """Take back a row that :meth:`changes` handed out; a change itself only if
         ``changed`` (a row read from elsewhere, to be stored again)."""
         tx_id, tx_time_ms = _TIME.unpack_from(row)[0], _TIME.unpack_from(row, 8)[0]
-        width = (len(row) - 16) // 8 - NOTES
+        width = _width(row)
         if len(row) != _row(width).size or width < 0:
             raise ValueError(f"a pending row of {len(row)} bytes")
         if self.width is None or not self.rows:
@@ -104,7 +109,7 @@ class PendingFeatures:
         row = self.rows.get(tx_id)
         if row is None:
             return None
-        width = (len(row) - 16) // 8 - NOTES
+        width = _width(row)
         values = _row(width).unpack(row)
         return values[1], list(values[2 : 2 + width]), list(values[2 + width :])
 
@@ -164,11 +169,10 @@ class PendingFeatures:
         if version == _VERSION:
             size = _row(width).size
             at = _HEADER.size
-            rows = [raw[at + i * size : at + (i + 1) * size] for i in range(n)]
-            if len(rows[-1]) != size:
+            if len(raw) < at + n * size:
                 raise ValueError(f"pending features of {len(raw)} bytes for {n} rows")
-            pending.rows = {_TIME.unpack_from(row)[0]: row for row in rows}
-            pending.oldest = min(_TIME.unpack_from(row, 8)[0] for row in rows)
+            for i in range(n):  # values of earlier releases: read once, at migration
+                pending.restore(raw[at + i * size : at + (i + 1) * size])
             return pending
         notes_n = NOTES if version == 2 else 0
         values = struct.unpack_from(f"<{n}q{n}q{n * (width + notes_n)}d", raw, _HEADER.size)
