@@ -34,6 +34,8 @@ __all__ = [
     "RecoveredEvent",
     "RecoveredMessage",
     "batch_agent",
+    "faust_committed",
+    "file_gap",
     "kafka_refetch",
     "take_batches",
 ]
@@ -65,6 +67,7 @@ class RecoveredEvent:
 
 
 Refetch = Callable[[str, int, int, int], Awaitable[list[RecoveredMessage]]]
+Committed = Callable[[Any], Awaitable[int | None]]
 
 
 class OffsetWatch:
@@ -79,15 +82,28 @@ class OffsetWatch:
     returns them, to be handled in the same batch just before the event after the hole; a
     real gap (markers, compaction) simply reads back nothing. The hole is logged.
 
+    A partition's first record in a generation is compared with the group's committed offset
+    (``committed``, asked once a partition and generation): everything from there on is this
+    worker's to handle, in order. Faust resumes a newly assigned partition before it seeks it
+    to the committed offset, and records fetched in between can come first: a worker taking a
+    partition over mid-stream handled the records after a stretch before the stretch itself
+    (seen in the two-worker rebalance test: 282 payments, then late by days for their
+    customers' windows). The watch reads that stretch back first; when the seek delivers it
+    again, it is a repeat. A record below the committed offset is skipped (the partition's
+    previous owner handled it) and not acked (:meth:`needs_ack`).
+
     The same seek can also deliver a record twice: fetched at the partition's position, then
     again from the committed offset. A record this generation already admitted into a batch,
     or that a handled batch held (kept across rebalances: its state change and outputs
     exist), is such a repeat: :meth:`admit` says to skip it. Offsets are compared exactly
-    (as ranges), so a seek back to records never admitted delivers them.
+    (as ranges), so a seek back to records never admitted delivers them (without
+    ``committed``, after the records that came first).
     """
 
-    def __init__(self, refetch: Refetch) -> None:
+    def __init__(self, refetch: Refetch, committed: Committed | None = None) -> None:
         self.refetch = refetch
+        self.committed = committed
+        self.start: dict[Any, int | None] = {}  # committed offsets, this generation
         self.last: dict[Any, int] = {}  # the stream's previous offset, this generation
         self.admitted: dict[Any, Ranges] = {}  # this generation
         self.handled: dict[Any, Ranges] = {}
@@ -95,6 +111,7 @@ class OffsetWatch:
         self.holes = 0
         self.recovered = 0
         self.repeats = 0
+        self.below = 0
 
     def _seen(self, tp: Any, offset: int) -> bool:
         admitted, handled = self.admitted.get(tp), self.handled.get(tp)
@@ -126,7 +143,18 @@ class OffsetWatch:
             self.generation = generation
             self.last.clear()
             self.admitted.clear()
+            self.start.clear()
         last = self.last.get(tp)
+        first = last is None
+        if first and self.committed is not None:
+            if tp not in self.start:
+                self.start[tp] = await self.committed(tp)
+            start = self.start[tp]
+            if start is not None:
+                if offset < start:
+                    self._below(tp, offset, start)
+                    return None
+                last = start - 1  # the records from the committed offset on come first
         self.last[tp] = offset
         if self._seen(tp, offset):
             self._repeat(tp, offset)
@@ -141,12 +169,19 @@ class OffsetWatch:
         for r in records:
             admitted.add(r.offset)
         self.recovered += len(records)
+        how = (
+            "came before the committed offset's records"
+            if first
+            else "came after a jump in offsets"
+        )
         log.warning(
-            "%s: offsets %d..%d never reached the stream; read %d record(s) back from Kafka",
+            "%s: offset %d %s; %d record(s) of %d..%d read back from Kafka first",
             tp,
+            offset,
+            how,
+            len(records),
             last + 1,
             offset - 1,
-            len(records),
         )
         return [RecoveredEvent(r) for r in records]
 
@@ -159,6 +194,23 @@ class OffsetWatch:
                 offset,
                 self.repeats,
             )
+
+    def _below(self, tp: Any, offset: int, start: int) -> None:
+        self.below += 1
+        if self.below == 1 or self.below % 1000 == 0:
+            log.warning(
+                "%s@%d is below the committed offset %d; skipped (%d record(s) so far)",
+                tp,
+                offset,
+                start,
+                self.below,
+            )
+
+    def needs_ack(self, tp: Any, offset: int) -> bool:
+        """Whether a record :meth:`admit` skipped is to be acked: a repeat is, a record below
+        the committed offset is not (an ack of it could move the commit back)."""
+        start = self.start.get(tp)
+        return start is None or offset >= start
 
     def done(self, events: Sequence[Any]) -> None:
         """Note a batch as handled (its outputs delivered)."""
@@ -238,6 +290,30 @@ def kafka_refetch(settings: Settings) -> Refetch:
     return refetch
 
 
+def faust_committed(app: faust.App) -> Committed:
+    """A :data:`Committed`: the app's consumer group's committed offset of a partition, asked
+    of the group coordinator by the app's own consumer (in its thread)."""
+
+    async def committed(tp: Any) -> int | None:
+        from aiokafka import TopicPartition
+
+        consumer: Any = app.consumer
+        thread = consumer._thread
+        client = thread._ensure_consumer()
+        offset = await thread.call_thread(client.committed, TopicPartition(tp.topic, tp.partition))
+        return None if offset is None or offset < 0 else int(offset)
+
+    return committed
+
+
+async def file_gap(consumer: Any, recovered: Sequence[RecoveredEvent]) -> None:
+    """Tell Faust's commit bookkeeping that records read back are done once the batch that
+    holds them is (they are never acked: they are not Faust's messages)."""
+    if recovered:
+        first, last = recovered[0].message, recovered[-1].message
+        await consumer._add_gap(first.tp, first.offset, last.offset)
+
+
 class CommitBarrier:
     """Holds Faust's consumer commits while a batch is handled; commits between batches.
 
@@ -295,8 +371,10 @@ async def take_batches(
         message = event.message
         before = await watch.admit(message.tp, message.offset, s.app.consumer_generation_id)
         if before is None:  # a repeat (see OffsetWatch): acked, not handled twice
-            await s.ack(event)
+            if watch.needs_ack(message.tp, message.offset):
+                await s.ack(event)
             return value
+        await file_gap(s.app.consumer, before)
         events.extend(before)
         events.append(event)
         if len(events) >= max_:
@@ -306,7 +384,7 @@ async def take_batches(
         return value
 
     barrier = CommitBarrier(s.app.consumer, float(s.app.conf.broker_commit_interval))
-    watch = OffsetWatch(refetch)
+    watch = OffsetWatch(refetch, faust_committed(s.app))
     s.enable_acks = False
     s.add_processor(add_to_buffer)
     s._enable_passive(s.channel.__aiter__())

@@ -36,7 +36,15 @@ import faust
 from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
 
-from pipelines.batching import CommitBarrier, OffsetWatch, RecoveredEvent, Refetch
+from pipelines.batching import (
+    CommitBarrier,
+    Committed,
+    OffsetWatch,
+    RecoveredEvent,
+    Refetch,
+    faust_committed,
+    file_gap,
+)
 from pipelines.steps import Handover
 
 __all__ = ["BulkEvent", "BulkIngress", "BulkSource", "bulk_agent", "bulk_run"]
@@ -161,6 +169,13 @@ class BulkIngress:
             if not flowing or (
                 active is not None and tp not in active and tp not in consumer._buffered_partitions
             ):
+                log.info(
+                    "%s: %d fetched record(s) from %d dropped (%s); read again after the seek",
+                    tp,
+                    len(fetched),
+                    fetched[0].offset if fetched else -1,
+                    "flow stopped" if not flowing else "partition not active",
+                )
                 continue  # as Faust's getmany: read again after its seek
             messages = []
             last = read_offset[tp]
@@ -190,17 +205,20 @@ async def bulk_run(
     within: float,
     refetch: Refetch,
     depth: int = 2,
+    committed: Committed | None = None,
 ) -> None:
     """Cut batches of at most ``max_`` events from ``source`` (waiting at most ``within`` s
     for a full one) and hand each to ``start``; a batch is acked once its outputs were
     acknowledged. With ``depth`` 2 the next batch is computed while the broker acknowledges
     the previous one; ``depth`` 1 (for ``exactly_once``) also keeps Faust's commits out of a
     batch in flight (:class:`~pipelines.batching.CommitBarrier`), as a commit ends the Kafka
-    transaction the batch's outputs are in."""
+    transaction the batch's outputs are in. ``committed`` gives the group's committed offset
+    of a partition, where a partition newly assigned starts
+    (:class:`~pipelines.batching.OffsetWatch`)."""
     consumer: Any = app.consumer
     flow = app.flow_control
     barrier = CommitBarrier(consumer, float(app.conf.broker_commit_interval))
-    watch = OffsetWatch(refetch)
+    watch = OffsetWatch(refetch, committed)
     source.want = max_
     in_flight: deque[Handover] = deque()
 
@@ -232,18 +250,24 @@ async def bulk_run(
             continue
         generation = app.consumer_generation_id
         events: list[Any] = []
+        stale = 0
         for message in source.take(max_, consumer):
             if message.generation_id != generation:
+                stale += 1
                 continue  # fetched before a rebalance: Faust's streams skip these too
             if not watch.next_in_line(message.tp, message.offset, generation):
                 before = await watch.admit(message.tp, message.offset, generation)
                 if before is None:  # a repeat (see OffsetWatch): already handled
-                    consumer.ack(message)
+                    if watch.needs_ack(message.tp, message.offset):
+                        consumer.ack(message)
                     continue
+                await file_gap(consumer, before)
                 events.extend(before)
             message.tracked = True
             consumer._unacked_messages.add(message)  # a rebalance waits for the batch
             events.append(BulkEvent(message))
+        if stale:
+            log.info("%d record(s) fetched before a rebalance skipped", stale)
         if not events:
             continue
         while len(in_flight) >= depth:
@@ -282,6 +306,7 @@ def bulk_agent(
         # Iterating a channel is what subscribes Faust to its topics (the conductor keeps the
         # iterator); nothing is read from it.
         aiter(stream.channel)
-        await bulk_run(app, source, start, most, within, refetch, depth)
+        committed = faust_committed(app)  # where a partition taken over starts
+        await bulk_run(app, source, start, most, within, refetch, depth, committed)
 
     return app.agent(channel, name=name)(agent)
