@@ -3,20 +3,25 @@
 Everything goes through the real broker, on topics, consumer groups and a state folder of
 its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deployment:
 
-1. *Produce*: simulated transactions are pre-loaded into the run's transactions topic with
-   aiokafka; the rate says how fast this machine and broker take a load at all. First come
-   ``warm_days`` of history (by default the whole state horizon: label delay, longest window
-   and grace, 38 days at the default settings), then the measured events: a worker is measured
-   with every customer's and terminal's window as full as it stays in production, not on
-   the short windows of a first week.
-2. *Raw passthrough*: an aiokafka consumer and producer copy the pre-loaded records, value
+1. *Produce*: ``warm_days`` of simulated history (by default the whole state horizon: label
+   delay, longest window and grace, 38 days at the default settings) are pre-loaded into the
+   run's transactions topic with aiokafka; the rate says how fast this machine and broker
+   take a load at all. The measured events, the days that follow, are pre-loaded into a
+   topic of the passthrough's own.
+2. *Raw passthrough*: an aiokafka consumer and producer copy the measured records, value
    unchanged, to another topic. No decoding, no state, no scoring: roughly the most a Python
    consumer that also produces can do here, hence the baseline the pipeline is compared with.
 3. *Pipeline worker*: the real ``streamwise worker`` subprocess (Faust, RocksDB state, batch
-   scoring) processes the history, then the measured records; its throughput comes from the
-   Kafka timestamps of the first and last prediction of the measured records. Its peak
-   RSS and its CPU time (all its threads) are sampled while it runs; the CPU between those
-   two predictions gives the CPU an event costs and how busy the worker was (near 100 % of
+   scoring) processes the history, so that every customer's and terminal's window is as
+   full as it stays in production. Once it has predicted all of it, the measured events
+   are published at once, as a backlog; the throughput is their number over the time from
+   the first send to the last prediction (Kafka timestamps), so that every stage's work on
+   them, and nothing else, falls in it. (Taking the first and last prediction instead let
+   the first stage's lead over the second, 10,000-30,000 payments, fall outside the window.
+   Without history, ``--warm-days 0``, the measured events are pre-loaded and that is
+   what is measured.)
+   Its peak RSS and its CPU time (all its threads) are sampled while it runs; the CPU over
+   the same span gives the CPU an event costs and how busy the worker was (near 100 % of
    one core: the worker, not the broker, sets the rate). The predictions are read with
    aiokafka, whose record parsing is in C, so the reader takes little of the cores the
    worker runs on.
@@ -463,29 +468,43 @@ def _measure_worker(
     pipeline: str,
     rows: Sequence[Row],
     floor_rate: float = _FLOOR_RATE,
-    warm: int = 0,
+    backlog: Sequence[Row] = (),
 ) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
-    """Start a worker on pre-loaded ``rows``; return it, its reader and its throughput over
-    the rows after the first ``warm`` (the history that fills its state)."""
+    """Start a worker on pre-loaded ``rows``; return it, its reader and its throughput.
+
+    Without ``backlog``, over ``rows`` from their first to their last prediction. With it,
+    ``rows`` are the history that fills the worker's state: once they are predicted the
+    ``backlog`` is published at once, and the throughput is over the time from its first
+    send to its last prediction."""
     worker = WorkerProcess(settings, pipeline)
     reader = PredictionReader(settings, settings.topics.predictions)
     try:
         firsts = reader.wait_for(len(rows), worker, _timeout(len(rows), floor_rate))
+        if backlog:
+            sent, _ = asyncio.run(
+                _send_rows(settings, settings.topics.transactions, backlog, None, "backlog")
+            )
+            firsts = reader.wait_for(len(rows) + len(backlog), worker, _timeout(len(backlog)))
+            rows = backlog
     except BaseException:
         reader.close()
         worker.stop()
         raise
-    rows = rows[warm:]
     stamps = [firsts[str(tx_id)] for tx_id, _, _ in rows]
-    rate, last_ms = _throughput(stamps)
-    first_s, last_s = min(stamps) / 1000, last_ms / 1000
+    if backlog:
+        first_ms, last_ms = min(sent.values()), max(stamps)
+        rate = len(rows) / max((last_ms - first_ms) / 1000, 1e-3)
+    else:
+        rate, last_ms = _throughput(stamps)
+        first_ms = min(stamps)
+    first_s, last_s = first_ms / 1000, last_ms / 1000
     cpu_s = worker.cpu_between(first_s, last_s)
     result = {
         "events_per_s": rate,
         "wall_s": last_s - worker.started,
         # CPU the worker spent per event while predictions came out, and how busy it was:
         # near 100 % of one core means the worker, not the broker, sets the rate.
-        "cpu_us_per_event": cpu_s / max(len(rows) - 1, 1) * 1e6,
+        "cpu_us_per_event": cpu_s / max(len(rows) - (0 if backlog else 1), 1) * 1e6,
         "cpu_busy": cpu_s / max(last_s - first_s, 1e-3),
     }
     return worker, reader, result
@@ -580,23 +599,32 @@ def run_bench(
     base = (settings.home / "bench" / run_id).resolve()
     main = isolated_settings(settings, run_id, base / "pipeline")
     naive = isolated_settings(settings, f"{run_id}-naive", base / "naive", batch_size=1)
-    passthrough_out = f"{run_id}-passthrough-out"
+    passthrough_in, passthrough_out = f"{run_id}-passthrough-in", f"{run_id}-passthrough-out"
     naive_events = min(events, max(1000, events // 10))
     _say(f"run {run_id}: {events:,} events, state in {base}")
     with run_scope(settings, run_id, base):
-        _create_topics(main, [passthrough_out])
+        _create_topics(main, [passthrough_in, passthrough_out])
         _create_topics(naive)
         rows = _simulated_rows(warm + events + events // 2)
-        loaded, spare = rows[: warm + events], rows[warm + events :]
-        produce_rate = _preload(main, main.topics.transactions, loaded)
-        _say(f"pre-loaded {warm:,} + {events:,} transactions at {produce_rate:,.0f}/s")
+        history, backlog = rows[:warm], rows[warm : warm + events]
+        spare = rows[warm + events :]
+        produce_rate = _preload(main, passthrough_in, backlog)
+        if history:
+            produce_rate = _preload(main, main.topics.transactions, history)
+            _say(f"pre-loaded {warm:,} transactions of history at {produce_rate:,.0f}/s")
+        else:  # no history to wait for: measured from the first to the last prediction
+            _preload(main, main.topics.transactions, backlog)
         _preload(naive, naive.topics.transactions, rows[:naive_events])
 
-        passthrough_rate = _passthrough(main, main.topics.transactions, passthrough_out, events)
+        passthrough_rate = _passthrough(main, passthrough_in, passthrough_out, events)
         _say(f"raw passthrough: {passthrough_rate:,.0f} events/s")
 
         _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
-        worker, reader, measured = _measure_worker(main, pipeline, loaded, warm=warm)
+        worker, reader, measured = (
+            _measure_worker(main, pipeline, history, backlog=backlog)
+            if history
+            else _measure_worker(main, pipeline, backlog)
+        )
         try:
             _say(f"pipeline worker: {measured['events_per_s']:,.0f} events/s")
             half = measured["events_per_s"] / 2
@@ -682,7 +710,7 @@ def format_report(report: dict[str, Any]) -> str:
         (
             "pipeline worker CPU",
             f"{w['cpu_us_per_event']:,.0f} µs an event; busy {w['cpu_busy']:.0%} of one core "
-            "(all threads, first to last prediction)",
+            "(all threads, first send to last prediction)",
         ),
         (
             "latency load",
