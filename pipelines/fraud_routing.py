@@ -23,7 +23,7 @@ from pipelines.settings import Settings
 from pipelines.steps import guarded, split_events
 from pipelines.table_state import load, save
 from processors.fraud_features import CustomerWindow, FeatureConfig, Late, transaction_flags
-from processors.schemas import decode_label, decode_transaction
+from processors.schemas import decode_label, decode_transaction_row
 
 __all__ = ["CUSTOMER_STEP", "LABEL_STEP", "CustomerFeatures", "RouteLabels", "epoch_ms"]
 
@@ -97,7 +97,7 @@ class CustomerFeatures(_Forwarder):
     async def handle(self, events: Sequence[Any]) -> None:
         started = perf_counter()
         valid, rejected = split_events(
-            events, self.settings.worker.max_event_bytes, lambda raw, _: decode_transaction(raw)
+            events, self.settings.worker.max_event_bytes, lambda raw, _: decode_transaction_row(raw)
         )
         for event, why in rejected:
             await self.dead.send(event, CUSTOMER_STEP, why.reason, why.detail)
@@ -105,22 +105,21 @@ class CustomerFeatures(_Forwarder):
         owner: dict[int, Any] = {}
         rows: list[tuple[int, list[Any]]] = []
         late = 0
-        for event, tx in valid:
-            window = windows.get(tx.customer_id)
+        for event, (tx_id, t_ms, customer_id, terminal_id, amount) in valid:
+            window = windows.get(customer_id)
             if window is None:
-                window = load(self.state, tx.customer_id, CustomerWindow.from_bytes, event)
-            t_ms = epoch_ms(tx.tx_time)
-            customer = window.add(t_ms, tx.amount, self.config)
+                window = load(self.state, customer_id, CustomerWindow.from_bytes, event)
+            customer = window.add(t_ms, amount, self.config)
             if isinstance(customer, Late):
                 late += 1
                 await self.dead.send(event, CUSTOMER_STEP, "late", customer.detail)
                 continue
-            windows[tx.customer_id] = window
-            owner[tx.customer_id] = event
+            windows[customer_id] = window
+            owner[customer_id] = event
             weekend, night = transaction_flags(t_ms)
             raw = event.message.value.decode()
-            row = [tx.tx_id, t_ms, tx.customer_id, tx.terminal_id, tx.amount, weekend, night]
-            rows.append((tx.terminal_id, [*row, *customer, raw]))
+            row = [tx_id, t_ms, customer_id, terminal_id, amount, weekend, night]
+            rows.append((terminal_id, [*row, *customer, raw]))
         for customer_id, window in windows.items():  # changelog partition = the input's
             save(self.state, customer_id, window, owner[customer_id])
         await self.forward("rows", rows)

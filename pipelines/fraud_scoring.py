@@ -234,6 +234,8 @@ class ScoreTransactions:
         states: dict[int, TerminalState],
     ) -> None:
         x = np.array([f for _, _, f in scored], dtype=np.float64)
+        if x.shape != (len(scored), len(FEATURE_NAMES)):  # once a batch, not once a payment
+            raise ValueError(f"feature rows of shape {x.shape}, not (n, {len(FEATURE_NAMES)})")
         policies = self.learner.policies or settings_policies(self.settings.transactions)
 
         def both() -> tuple[Any, ...]:  # one hop to the worker thread for both models
@@ -272,7 +274,7 @@ class ScoreTransactions:
             states[terminal].pending.note(tx_id, (customer, s_onnx, s_river, score))
             entity = self.names.entity("customer", customer)
             key = entity.encode()
-            named = dict(zip(FEATURE_NAMES, r_features[i], strict=True))
+            named = dict(zip(FEATURE_NAMES, r_features[i], strict=False))  # checked on x
             named["score_onnx"] = r_onnx[i]
             named["score_river"] = r_river[i]
             if challenger:

@@ -30,10 +30,12 @@ __all__ = [
     "Prediction",
     "Rejected",
     "Transaction",
+    "TransactionRow",
     "decode_dead_letter",
     "decode_label",
     "decode_transaction",
     "decode_transaction_checked",
+    "decode_transaction_row",
     "encode",
     "format_time",
     "parse_time",
@@ -356,10 +358,47 @@ def decode_transaction(raw: bytes) -> Transaction | Rejected:
     below cost about 4 µs a payment); anything else takes the checks that say what is wrong.
     Both give the same result, which a property test checks.
     """
+    fields = _short_path(raw)
+    if fields is None:
+        return decode_transaction_checked(raw)
+    return Transaction(*fields)
+
+
+TransactionRow = tuple[int, int, int, int, float]
+"""``(tx_id, tx_time_ms, customer_id, terminal_id, amount)``: :func:`decode_transaction_row`."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def decode_transaction_row(raw: bytes) -> TransactionRow | Rejected:
+    """:func:`decode_transaction` as a tuple with the time in epoch milliseconds, for a step
+    that needs only the numbers: no :class:`Transaction` is made on the short path (a frozen
+    dataclass costs about 1.5 µs to build). Same rejections, which a property test checks."""
+    fields = _short_path(raw)
+    if fields is not None:
+        tx_id, tx_time, customer_id, terminal_id, amount = fields
+    else:
+        tx = decode_transaction_checked(raw)
+        if isinstance(tx, Rejected):
+            return tx
+        tx_id, tx_time, customer_id, terminal_id, amount = (
+            tx.tx_id,
+            tx.tx_time,
+            tx.customer_id,
+            tx.terminal_id,
+            tx.amount,
+        )
+    delta = tx_time - _EPOCH  # exact, no float: days, seconds, microseconds
+    t_ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    return tx_id, t_ms, customer_id, terminal_id, amount
+
+
+def _short_path(raw: bytes) -> tuple[int, datetime, int, int, float] | None:
+    """The fields of a well-formed ``transaction/1`` record, or ``None``: check it in full."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return decode_transaction_checked(raw)
+        return None
     if type(data) is dict and data.get("schema", TRANSACTION_SCHEMA) == TRANSACTION_SCHEMA:
         tx_id, customer_id = data.get("tx_id"), data.get("customer_id")
         terminal_id, amount, when = data.get("terminal_id"), data.get("amount"), data.get("tx_time")
@@ -377,10 +416,10 @@ def decode_transaction(raw: bytes) -> Transaction | Rejected:
             try:
                 tx_time = datetime.fromisoformat(when)
             except ValueError:
-                return decode_transaction_checked(raw)
+                return None
             if tx_time.tzinfo is UTC:
-                return Transaction(tx_id, tx_time, customer_id, terminal_id, float(amount))
-    return decode_transaction_checked(raw)
+                return tx_id, tx_time, customer_id, terminal_id, float(amount)
+    return None
 
 
 def decode_transaction_checked(raw: bytes) -> Transaction | Rejected:

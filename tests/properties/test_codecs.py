@@ -17,6 +17,7 @@ from processors.schemas import (
     decode_label,
     decode_transaction,
     decode_transaction_checked,
+    decode_transaction_row,
     encode,
     format_time,
     prediction_dict,
@@ -33,6 +34,7 @@ amounts = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=
 def test_transaction_round_trip(tx_id: int, t: datetime, c: int, term: int, a: float) -> None:
     tx = Transaction(tx_id, t, c, term, a)
     assert decode_transaction(encode(tx)) == tx
+    assert_row_agrees(encode(tx))
 
 
 @given(ids, ids, ids, st.booleans(), times)
@@ -182,8 +184,22 @@ def test_the_short_path_of_transaction_decoding_agrees_with_the_checked_one(
     record = {k: data.draw(_odd_values, label=k) if k in odd else v for k, v in _valid.items()}
     raw = orjson.dumps({k: v for k, v in record.items() if v is not _MISSING})
     assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))
+    assert_row_agrees(raw)
+
+
+def assert_row_agrees(raw: bytes) -> None:
+    """The tuple form says what the checked decoder says, the time in epoch milliseconds."""
+    tx, row = decode_transaction_checked(raw), decode_transaction_row(raw)
+    if isinstance(tx, Rejected):
+        assert repr(row) == repr(tx)
+        return
+    t_ms = (tx.tx_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert row == (tx.tx_id, t_ms, tx.customer_id, tx.terminal_id, tx.amount)
+    assert type(row[1]) is int
+    assert type(row[4]) is float
 
 
 @pytest.mark.parametrize("raw", [b"", b"[1]", b"{", b"null", b'"x"'])
 def test_the_short_path_agrees_on_what_is_not_an_object(raw: bytes) -> None:
     assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))
+    assert_row_agrees(raw)

@@ -17,6 +17,7 @@ from processors.schemas import (
     decode_dead_letter,
     decode_label,
     decode_transaction,
+    decode_transaction_row,
     encode,
     format_time,
     parse_time,
@@ -40,6 +41,18 @@ def raw(**changes: object) -> bytes:
 def test_a_valid_transaction_decodes() -> None:
     tx = decode_transaction(raw())
     assert tx == Transaction(12, datetime(2018, 4, 1, 10, tzinfo=UTC), 3, 99, 57.16)
+
+
+@pytest.mark.parametrize(
+    ("when", "ms"),
+    [
+        ("2018-04-01T00:07:56.999Z", 1_522_541_276_999),
+        ("2018-04-01T02:07:56.007+02:00", 1_522_541_276_007),  # checked path: not UTC itself
+        ("1969-12-31T23:59:59.999Z", -1),
+    ],
+)
+def test_the_row_form_carries_the_time_in_epoch_milliseconds(when: str, ms: int) -> None:
+    assert decode_transaction_row(raw(tx_time=when)) == (12, ms, 3, 99, 57.16)
 
 
 def test_schema_field_may_be_omitted() -> None:
