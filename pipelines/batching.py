@@ -292,15 +292,22 @@ def kafka_refetch(settings: Settings) -> Refetch:
 
 def faust_committed(app: faust.App) -> Committed:
     """A :data:`Committed`: the app's consumer group's committed offset of a partition, asked
-    of the group coordinator by the app's own consumer (in its thread)."""
+    of the group coordinator by the app's own consumer (in its thread). If the coordinator
+    cannot say (an error, or no answer in 30 s), ``None``: the partition starts where the
+    fetch does, as without the check, and the worker goes on."""
 
     async def committed(tp: Any) -> int | None:
         from aiokafka import TopicPartition
 
         consumer: Any = app.consumer
-        thread = consumer._thread
-        client = thread._ensure_consumer()
-        offset = await thread.call_thread(client.committed, TopicPartition(tp.topic, tp.partition))
+        try:
+            thread = consumer._thread
+            client = thread._ensure_consumer()
+            ask = thread.call_thread(client.committed, TopicPartition(tp.topic, tp.partition))
+            offset = await asyncio.wait_for(ask, 30)
+        except Exception as exc:  # a missing answer must not stop the stream
+            log.warning("%s: no committed offset from the coordinator (%r); not checked", tp, exc)
+            return None
         return None if offset is None or offset < 0 else int(offset)
 
     return committed

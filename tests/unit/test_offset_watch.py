@@ -11,7 +11,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.batching import OffsetWatch, RecoveredMessage
+from pipelines.batching import OffsetWatch, RecoveredMessage, faust_committed
 
 
 class Kafka:
@@ -207,3 +207,42 @@ def test_the_constant_time_check_decides_as_admit_does(
         got = see(fast, run, generation=generation, done=done)
         assert got == see(slow, run, generation=generation, done=done, fast=False)
         generation += rebalance
+
+
+class _Client:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def committed(self, tp: Any) -> int | None:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer  # type: ignore[no-any-return]
+
+
+class _Thread:
+    def __init__(self, answer: Any) -> None:
+        self.client = _Client(answer)
+
+    def _ensure_consumer(self) -> _Client:
+        return self.client
+
+    async def call_thread(self, fun: Any, *args: Any) -> Any:
+        return await fun(*args)
+
+
+def _app(answer: Any) -> Any:
+    consumer = type("Consumer", (), {"_thread": _Thread(answer)})()
+    return type("App", (), {"consumer": consumer})()
+
+
+@pytest.mark.parametrize(("answer", "offset"), [(15, 15), (None, None), (-1, None)])
+def test_the_committed_offset_is_asked_of_the_apps_consumer(answer: Any, offset: Any) -> None:
+    assert asyncio.run(faust_committed(_app(answer))(P0)) == offset
+
+
+def test_a_coordinator_that_cannot_answer_leaves_the_partition_unchecked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream goes on (the check is skipped) instead of its agent dying."""
+    assert asyncio.run(faust_committed(_app(ConnectionError("gone")))(P0)) is None
+    assert "no committed offset from the coordinator (ConnectionError('gone'))" in caplog.text
