@@ -313,22 +313,19 @@ class TableState(MutableMapping[int, bytes]):
             return
         store = self.table.data
         unwritten, self.unwritten, self.unwritten_bytes = self.unwritten, {}, 0
+        batched = WriteBatch is not None and getattr(store, "use_rocksdict", False)
         for partition, pairs in unwritten.items():
             db = store._db_for_partition(partition)
-            if WriteBatch is None or not getattr(store, "use_rocksdict", False):
-                for raw_key, value in pairs.items():
-                    if value is None:
-                        db.delete(raw_key)
-                    else:
-                        db.put(raw_key, value)
-                continue
-            batch = WriteBatch(raw_mode=True)
+            # A write batch and a database take the same put/delete; the other binding
+            # writes straight to the database.
+            target = WriteBatch(raw_mode=True) if batched else db
             for raw_key, value in pairs.items():
                 if value is None:
-                    batch.delete(raw_key)
+                    target.delete(raw_key)
                 else:
-                    batch.put(raw_key, value)
-            db.write(batch, _NO_WAL)
+                    target.put(raw_key, value)
+            if batched:
+                db.write(target, _NO_WAL)
 
 
 def _decimal(key: int) -> bytes:

@@ -70,15 +70,10 @@ class PendingFeatures:
         return len(self.rows)
 
     def add(self, tx_id: int, tx_time_ms: int, features: Sequence[float]) -> None:
-        if self.width is None or not self.rows:
-            self.width = len(features)
-        elif len(features) != self.width:
-            raise ValueError(f"entries of {len(features)} and {self.width} features")
-        self.rows[tx_id] = _row(self.width).pack(tx_id, tx_time_ms, *features, *_UNKNOWN)
-        self.changed.add(tx_id)
+        width = self._fit(len(features))
+        row = _row(width).pack(tx_id, tx_time_ms, *features, *_UNKNOWN)
+        self._keep(tx_id, tx_time_ms, row, changed=True)
         self.removed.discard(tx_id)
-        if self.oldest is None or tx_time_ms < self.oldest:
-            self.oldest = tx_time_ms
 
     def restore(self, row: bytes, changed: bool = False) -> None:
         """Take back a row that :meth:`changes` handed out; a change itself only if
@@ -87,10 +82,18 @@ class PendingFeatures:
         width = _width(row)
         if len(row) != _row(width).size or width < 0:
             raise ValueError(f"a pending row of {len(row)} bytes")
+        self._fit(width)
+        self._keep(tx_id, tx_time_ms, row, changed)
+
+    def _fit(self, width: int) -> int:
+        """Check an entry's number of features against the others' (the first sets it)."""
         if self.width is None or not self.rows:
             self.width = width
         elif width != self.width:
             raise ValueError(f"entries of {width} and {self.width} features")
+        return width
+
+    def _keep(self, tx_id: int, tx_time_ms: int, row: bytes, changed: bool) -> None:
         self.rows[tx_id] = row
         if changed:
             self.changed.add(tx_id)
