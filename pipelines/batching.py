@@ -365,13 +365,17 @@ async def take_batches(
     s: Any = stream
     enable_acks = s.enable_acks
 
-    async def add_to_buffer(value: Any) -> Any:
+    async def batch_taken() -> None:
+        """Wait while a batch that was cut is handled: ``events`` is cleared after it."""
         nonlocal consuming
-        if consuming is not None:
+        while consuming is not None:
             try:
                 await consuming
             finally:
                 consuming = None
+
+    async def add_to_buffer(value: Any) -> Any:
+        await batch_taken()
         event = s.current_event
         if event is None:
             raise RuntimeError("take_batches found no current event")
@@ -382,6 +386,9 @@ async def take_batches(
                 await s.ack(event)
             return value
         await file_gap(s.app.consumer, before)
+        # admit and file_gap may have waited (the committed offset, a read back): a batch
+        # cut meanwhile would clear this event with its own once handled.
+        await batch_taken()
         events.extend(before)
         events.append(event)
         if len(events) >= max_:
