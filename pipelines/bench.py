@@ -11,6 +11,9 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
 2. *Raw passthrough*: an aiokafka consumer and producer copy the measured records, value
    unchanged, to another topic. No decoding, no state, no scoring: roughly the most a Python
    consumer that also produces can do here, hence the baseline the pipeline is compared with.
+   It runs once before the worker and once after it (step 4), and the baseline is the mean
+   of the two, so that a host that slows down or speeds up during the run (a shared virtual
+   machine can change by half within an hour) does not tilt the ratio one way.
 3. *Pipeline worker*: the real ``streamwise worker`` subprocess (Faust, RocksDB state, batch
    scoring) processes the history, so that every customer's and terminal's window is as
    full as it stays in production. Once it has predicted all of it, the measured events
@@ -31,6 +34,10 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
 5. *Naive*: a second worker with micro-batches of one event (one table update, one scoring
    call, one ack per event) on a smaller copy of the load, to show what batching buys. It
    starts from empty state (a history would take it an hour), which flatters it.
+
+A fixed pure-Python loop is timed at the start and at the end (:func:`host_reference_us`):
+how fast this host runs Python at all, to compare runs taken on other days or machines, and
+a warning when it changed during the run.
 
 The numbers describe one run on one machine with the broker on the same host; they are a
 comparison between the ways of consuming, not a capacity promise.
@@ -62,7 +69,14 @@ import orjson
 from pipelines.kafka import TopicSpec, client_config, create_topics, topic_specs
 from pipelines.settings import Settings
 
-__all__ = ["BenchError", "format_report", "isolated_settings", "run_bench"]
+__all__ = [
+    "BenchError",
+    "format_report",
+    "host_drift",
+    "host_reference_us",
+    "isolated_settings",
+    "run_bench",
+]
 
 _TX_PER_DAY = 9_700  # simulator default population: about 9,700 transactions a day
 _LATENCY_SECONDS = 20.0  # how long the paced latency load lasts at most
@@ -162,6 +176,39 @@ def run_scope(settings: Settings, run_id: str, base: Path) -> Iterator[None]:
         _delete_topics(settings, run_id)
 
 
+def _reference_work() -> int:
+    """A fixed piece of pure Python: int dict stores and lookups, list appends, a sum."""
+    table: dict[int, int] = {}
+    out: list[int] = []
+    for i in range(20_000):
+        table[i * 7919 % 10_007] = i
+        out.append(table.get(i % 10_007, 0))
+    return sum(out)
+
+
+def host_reference_us(repeat: int = 5) -> float:
+    """Microseconds this host takes for :func:`_reference_work`, the best of ``repeat``: lower
+    is faster. It does not touch the project's code, so it only changes with the host."""
+    best = math.inf
+    for _ in range(repeat):
+        started = time.perf_counter()
+        _reference_work()
+        best = min(best, time.perf_counter() - started)
+    return best * 1e6
+
+
+#: Above this relative change of the host reference or of the passthrough between the start
+#: and the end of a run, the report says the host's speed changed.
+_DRIFT = 0.15
+
+
+def host_drift(before: float, after: float) -> float:
+    """The relative change from ``before`` to ``after`` (0.2: 20 % more); NaN if unknown."""
+    if not before > 0 or not after > 0:
+        return math.nan
+    return after / before - 1.0
+
+
 def machine_info() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version()}
 
@@ -241,7 +288,7 @@ async def _send_rows(
 
 # --------------------------------------------------------------------------- passthrough
 async def _passthrough_async(
-    settings: Settings, source: str, sink: str, events: int, timeout_s: float
+    settings: Settings, source: str, sink: str, events: int, timeout_s: float, group: str
 ) -> float:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -249,7 +296,7 @@ async def _passthrough_async(
     consumer = AIOKafkaConsumer(
         source,
         **config,
-        group_id=f"{settings.app_prefix}-passthrough",
+        group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -281,9 +328,12 @@ async def _passthrough_async(
         await producer.stop()
 
 
-def _passthrough(settings: Settings, source: str, sink: str, events: int) -> float:
+def _passthrough(settings: Settings, source: str, sink: str, events: int, round_: str) -> float:
+    """Copy ``events`` records of ``source`` to ``sink`` from the start, in a consumer group
+    of its own for each ``round_``; records a second."""
     timeout_s = _timeout(events)
-    return asyncio.run(_passthrough_async(settings, source, sink, events, timeout_s))
+    group = f"{settings.app_prefix}-passthrough-{round_}"
+    return asyncio.run(_passthrough_async(settings, source, sink, events, timeout_s, group))
 
 
 # --------------------------------------------------------------------------- worker
@@ -594,6 +644,7 @@ def run_bench(
     if warm_days < 0:
         raise ValueError("warm_days must not be negative")
     warm = warm_days * _TX_PER_DAY
+    reference_before = host_reference_us()  # before a broker this run starts warms its JIT
     _ensure_broker(settings)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     base = (settings.home / "bench" / run_id).resolve()
@@ -616,8 +667,8 @@ def run_bench(
             _preload(main, main.topics.transactions, backlog)
         _preload(naive, naive.topics.transactions, rows[:naive_events])
 
-        passthrough_rate = _passthrough(main, passthrough_in, passthrough_out, events)
-        _say(f"raw passthrough: {passthrough_rate:,.0f} events/s")
+        passthrough_before = _passthrough(main, passthrough_in, passthrough_out, events, "before")
+        _say(f"raw passthrough: {passthrough_before:,.0f} events/s")
 
         _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
         worker, reader, measured = (
@@ -636,6 +687,8 @@ def run_bench(
         measured["peak_rss_mib"] = worker.peak_rss / _MIB
         measured["batch_size"] = main.worker.batch_size
         _say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
+        passthrough_after = _passthrough(main, passthrough_in, passthrough_out, events, "after")
+        _say(f"raw passthrough again: {passthrough_after:,.0f} events/s")
 
         _say(f"naive worker {naive.app_prefix} (batch 1, {naive_events:,} events)")
         naive_worker, naive_reader, naive_measured = _measure_worker(
@@ -645,6 +698,8 @@ def run_bench(
         naive_worker.stop()
         _say(f"naive worker: {naive_measured['events_per_s']:,.0f} events/s")
 
+    reference_after = host_reference_us()
+    passthrough_rate = (passthrough_before + passthrough_after) / 2
     worker_rate = float(measured["events_per_s"])
     naive_rate = float(naive_measured["events_per_s"])
     return {
@@ -654,7 +709,12 @@ def run_bench(
         "partitions": settings.topics.partitions,
         "kafka_version": _kafka_version(settings),
         "produce_rate": produce_rate,
-        "passthrough": {"events_per_s": passthrough_rate},
+        "passthrough": {
+            "events_per_s": passthrough_rate,
+            "before": passthrough_before,
+            "after": passthrough_after,
+        },
+        "host_reference_us": {"before": reference_before, "after": reference_after},
         "worker": measured,
         "naive": {"events": naive_events, "events_per_s": naive_rate},
         "latency": latency,
@@ -722,9 +782,43 @@ def format_report(report: dict[str, Any]) -> str:
         ),
         ("worker CPU under that load", f"busy {lat.get('cpu_busy', math.nan):.0%} of one core"),
     ]
+    details += _host_lines(report)
     lines += detail_lines(details)
+    drifts = [
+        host_drift(pair.get("before", math.nan), pair.get("after", math.nan))
+        for pair in (report.get("host_reference_us", {}), report["passthrough"])
+    ]
+    if any(abs(d) > _DRIFT for d in drifts):
+        lines.append(
+            "The host's speed changed during this run (host reference or passthrough by more "
+            f"than {_DRIFT:.0%} from start to end): compare it with care."
+        )
     lines.append(
         "Numbers from one run on this machine (broker and bench on the same host); "
         "compare them, don't quote them."
     )
     return "\n".join(lines)
+
+
+def _host_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The passthrough before and after the worker, and the host reference, if measured."""
+    lines = []
+    p = report["passthrough"]
+    if "before" in p and "after" in p:
+        lines.append(
+            (
+                "raw passthrough before / after",
+                f"{p['before']:,.0f} / {p['after']:,.0f} events/s "
+                "(the worker is compared with their mean)",
+            )
+        )
+    ref = report.get("host_reference_us")
+    if ref:
+        lines.append(
+            (
+                "host reference",
+                f"{ref['before']:,.0f} µs at the start, {ref['after']:,.0f} µs at the end "
+                "(a fixed pure-Python loop, best of 5; lower is faster)",
+            )
+        )
+    return lines

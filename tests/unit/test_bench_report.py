@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines.bench import cpu_between, format_report
+from pipelines.bench import cpu_between, format_report, host_drift, host_reference_us
 
 
 def test_cpu_between_interpolates_the_samples() -> None:
@@ -17,15 +17,9 @@ def test_cpu_between_interpolates_the_samples() -> None:
 
 
 def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
-    report = {
-        "pipeline": "transactions",
-        "events": 80_000,
-        "warm": {"days": 38, "events": 368_600},
-        "partitions": 4,
-        "kafka_version": "4.4.0",
-        "produce_rate": 68_000.0,
-        "passthrough": {"events_per_s": 50_000.0},
-        "worker": {
+    report = _report(
+        passthrough={"events_per_s": 50_000.0},
+        worker={
             "events_per_s": 12_500.0,
             "wall_s": 10.5,
             "peak_rss_mib": 512.0,
@@ -33,8 +27,8 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
             "cpu_us_per_event": 71.6,
             "cpu_busy": 0.9,
         },
-        "naive": {"events": 8_000, "events_per_s": 500.0},
-        "latency": {
+        naive={"events": 8_000, "events_per_s": 500.0},
+        latency={
             "rate": 6_250.0,
             "events": 40_000,
             "p50_ms": 80,
@@ -42,13 +36,12 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
             "max_ms": 230,
             "cpu_busy": 0.55,
         },
-        "ratios": {
+        ratios={
             "worker_vs_passthrough": 0.25,
             "naive_vs_passthrough": 0.01,
             "worker_vs_naive": 25.0,
         },
-        "machine": {"cpus": 2, "python": "3.11.7"},
-    }
+    )
     text = format_report(report)
     assert "12,500" in text
     assert "0.25" in text
@@ -56,3 +49,67 @@ def test_the_report_shows_rates_ratios_cpu_and_latency() -> None:
     assert "80 / 190 / 230 ms" in text
     assert "80,000 events after 38 days of history (368,600 events)" in text
     assert "busy 55% of one core" in text
+
+
+def _report(**changes: object) -> dict[str, object]:
+    """A whole report (as ``run_bench`` returns it) with some parts replaced."""
+    report: dict[str, object] = {
+        "pipeline": "transactions",
+        "events": 80_000,
+        "warm": {"days": 38, "events": 368_600},
+        "partitions": 4,
+        "kafka_version": "4.4.0",
+        "produce_rate": 68_000.0,
+        "passthrough": {"events_per_s": 45_000.0, "before": 50_000.0, "after": 40_000.0},
+        "host_reference_us": {"before": 2_000.0, "after": 2_100.0},
+        "worker": {
+            "events_per_s": 9_000.0,
+            "wall_s": 10.5,
+            "peak_rss_mib": 512.0,
+            "batch_size": 500,
+            "cpu_us_per_event": 100.0,
+            "cpu_busy": 0.9,
+        },
+        "naive": {"events": 8_000, "events_per_s": 300.0},
+        "latency": {"rate": 4_500.0, "events": 40_000, "p50_ms": 80, "p99_ms": 190, "max_ms": 230},
+        "ratios": {
+            "worker_vs_passthrough": 0.2,
+            "naive_vs_passthrough": 0.01,
+            "worker_vs_naive": 30.0,
+        },
+        "machine": {"cpus": 2, "python": "3.11.7"},
+    }
+    report.update(changes)
+    return report
+
+
+def test_the_report_shows_both_passthroughs_and_the_host_reference() -> None:
+    text = format_report(_report())
+    assert "50,000 / 40,000 events/s (the worker is compared with their mean)" in text
+    assert "45,000" in text  # the mean is the baseline row
+    assert "2,000 µs at the start, 2,100 µs at the end" in text
+
+
+def test_the_report_warns_when_the_host_changed_during_the_run() -> None:
+    # The passthrough fell by a fifth between before and after the worker.
+    assert "speed changed during this run" in format_report(_report())
+    steady = {"events_per_s": 45_000.0, "before": 45_500.0, "after": 44_500.0}
+    assert "speed changed" not in format_report(_report(passthrough=steady))
+    slower = {"before": 2_000.0, "after": 2_600.0}  # the reference loop took 30 % longer
+    text = format_report(_report(passthrough=steady, host_reference_us=slower))
+    assert "speed changed during this run" in text
+
+
+def test_a_report_from_before_the_second_passthrough_still_formats() -> None:
+    text = format_report(_report(passthrough={"events_per_s": 45_000.0}, host_reference_us={}))
+    assert "before / after" not in text
+    assert "host reference" not in text
+    assert "speed changed" not in text
+
+
+def test_host_drift_and_the_reference_loop() -> None:
+    assert host_drift(100.0, 120.0) == pytest.approx(0.2)
+    assert host_drift(100.0, 80.0) == pytest.approx(-0.2)
+    assert math.isnan(host_drift(0.0, 80.0))
+    assert math.isnan(host_drift(math.nan, 80.0))
+    assert host_reference_us(repeat=1) > 0
