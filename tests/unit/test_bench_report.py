@@ -87,7 +87,7 @@ def test_the_report_shows_both_passthroughs_and_the_host_reference() -> None:
     text = format_report(_report())
     assert "50,000 / 40,000 events/s (the worker is compared with their mean)" in text
     assert "45,000" in text  # the mean is the baseline row
-    assert "2,000 µs at the start, 2,100 µs at the end" in text
+    assert "2,000 / 2,100 µs before each passthrough" in text
 
 
 def test_the_report_warns_when_the_host_changed_during_the_run() -> None:
