@@ -197,8 +197,8 @@ def host_reference_us(repeat: int = 20) -> float:
     return best * 1e6
 
 
-#: Above this relative change of the host reference or of the passthrough between the start
-#: and the end of a run, the report says the host's speed changed.
+#: Above this relative change of the host reference or of the passthrough from the round
+#: before the worker to the round after it, the report says the host's speed changed.
 _DRIFT = 0.15
 
 
@@ -328,12 +328,17 @@ async def _passthrough_async(
         await producer.stop()
 
 
-def _passthrough(settings: Settings, source: str, sink: str, events: int, round_: str) -> float:
+def _passthrough(
+    settings: Settings, source: str, sink: str, events: int, round_: str
+) -> tuple[float, float]:
     """Copy ``events`` records of ``source`` to ``sink`` from the start, in a consumer group
-    of its own for each ``round_``; records a second."""
+    of its own for each ``round_``: records a second, and the host reference
+    (:func:`host_reference_us`) timed just before, on the same state of the host."""
+    reference_us = host_reference_us()
     timeout_s = _timeout(events)
     group = f"{settings.app_prefix}-passthrough-{round_}"
-    return asyncio.run(_passthrough_async(settings, source, sink, events, timeout_s, group))
+    rate = asyncio.run(_passthrough_async(settings, source, sink, events, timeout_s, group))
+    return rate, reference_us
 
 
 # --------------------------------------------------------------------------- worker
@@ -666,9 +671,9 @@ def run_bench(
             _preload(main, main.topics.transactions, backlog)
         _preload(naive, naive.topics.transactions, rows[:naive_events])
 
-        # Each passthrough with the reference loop just before it: the same state of the host.
-        reference_before = host_reference_us()
-        passthrough_before = _passthrough(main, passthrough_in, passthrough_out, events, "before")
+        passthrough_before, reference_before = _passthrough(
+            main, passthrough_in, passthrough_out, events, "before"
+        )
         _say(f"raw passthrough: {passthrough_before:,.0f} events/s")
 
         _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
@@ -688,8 +693,9 @@ def run_bench(
         measured["peak_rss_mib"] = worker.peak_rss / _MIB
         measured["batch_size"] = main.worker.batch_size
         _say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
-        reference_after = host_reference_us()
-        passthrough_after = _passthrough(main, passthrough_in, passthrough_out, events, "after")
+        passthrough_after, reference_after = _passthrough(
+            main, passthrough_in, passthrough_out, events, "after"
+        )
         _say(f"raw passthrough again: {passthrough_after:,.0f} events/s")
 
         _say(f"naive worker {naive.app_prefix} (batch 1, {naive_events:,} events)")
@@ -792,7 +798,7 @@ def format_report(report: dict[str, Any]) -> str:
     if any(abs(d) > _DRIFT for d in drifts):
         lines.append(
             "The host's speed changed during this run (host reference or passthrough by more "
-            f"than {_DRIFT:.0%} from start to end): compare it with care."
+            f"than {_DRIFT:.0%} from before the worker to after it): compare it with care."
         )
     lines.append(
         "Numbers from one run on this machine (broker and bench on the same host); "
