@@ -6,6 +6,7 @@ import base64
 import shutil
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     table = small_table(customers=60, days=35, seed=3)
     n = table.num_rows
     assert n > 2000
+    tx = settings.transactions.model_copy(update={"quality_interval_s": 0.0})
+    settings = settings.model_copy(update={"transactions": tx})
     worker = start_worker(settings, "transactions")
     worker.wait_assigned(settings.topics.transactions)
     report = publish_transactions(settings, table, kinds=("tx",))
@@ -59,24 +62,52 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     assert alerts, f"no alert for {frauds} frauds"
     assert all(a["model_versions"]["onnx"] and a["reasons"] for a in alerts)
 
-    # Labels arrive later; each joins the features it was scored with and is learned once.
-    publish_transactions(settings, table, kinds=("label",))
+    # Labels arrive later; each joins the features it was scored with and is learned once. The
+    # labels of the first 3 days are held back until the others are learned: their days have
+    # closed by then, so the learner counts them as late.
+    held = table.filter(pc.less(pc.field("tx_time_days"), 3))
+    on_time = n - held.num_rows
+    rest = table.filter(pc.greater_equal(pc.field("tx_time_days"), 3))
+    publish_transactions(settings, rest, kinds=("label",))
+    assert _learned(settings, until=on_time) == on_time, worker.log_tail()
+    publish_transactions(settings, held, kinds=("label",))
     assert _learned(settings, until=n) == n, worker.log_tail()
 
     # The learner measured the served scores against the labels: one record per event day
-    # whose labels are in (35 days, each closes once a label a day past its end arrives).
+    # whose labels are in (35 days, each closes once a label a day past its end arrives; the
+    # held-back days had no labels when they closed, so 30 records), and
+    # (interval 0) a rolling record after every learned batch, with the late count so far.
     def days(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [m for m in records if m["scope"] == "day"]
 
-    quality = read_topic(settings, settings.topics.model_metrics, lambda r: len(days(r)) >= 33)
+    def late(records: list[dict[str, Any]]) -> int:
+        return max((m["late_labels"] for m in records if m["scope"] == "rolling"), default=-1)
+
+    # Each label is counted once: in its day's record, as late (its day had closed when it came:
+    # the held-back ones, and as many more as the label partitions drift apart by more than a
+    # day in a replay at full speed), or in a day that has not closed.
+    day_ms = 86_400_000
+    label_days = [t // day_ms for t in pc.cast(table.column("tx_time"), "int64").to_pylist()]
+
+    def counted(records: list[dict[str, Any]]) -> int:
+        daily = days(records)
+        newest = max(m["day"] for m in daily)
+        newest_day = int(datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()) // 86_400
+        unclosed = sum(1 for d in label_days if d > newest_day)
+        return sum(m["examples"] for m in daily) + late(records) + unclosed
+
+    quality = read_topic(
+        settings,
+        settings.topics.model_metrics,
+        lambda r: len(days(r)) >= 30 and counted(r) >= n,
+    )
     daily = days(quality)
-    assert len(daily) == 33, worker.log_tail()
+    assert len(daily) == 30, worker.log_tail()
     assert {m["schema"] for m in quality} == {"model-metrics/1"}
     assert [m["day"] for m in daily] == sorted({m["day"] for m in daily})
-    # Most labels are measured in their day; one that reaches the learner after a label from
-    # another partition closed its day is counted as late instead (how many depends on how far
-    # the label partitions drift apart in a replay at full speed).
-    assert sum(m["examples"] for m in daily) > 0.6 * n
+    assert counted(quality) == n, (late(quality), [m["examples"] for m in daily])
+    assert late(quality) >= n - on_time, late(quality)
+    assert sum(m["examples"] for m in daily) > 0, "every label came late"
     assert set(daily[0]["models"]) == {"onnx", "river", "champion", "challenger"}
     aucs = [m["models"]["onnx"]["auc"] for m in daily if m["models"]["onnx"]["auc"] is not None]
     assert sorted(aucs)[len(aucs) // 2] > 0.6  # the shipped model ranks frauds first
