@@ -56,8 +56,9 @@ def test_writes_are_read_back_at_once_and_reach_store_and_changelog_only_on_flus
     assert state.unwritten == {}
 
 
-def test_flushed_values_reach_rocksdb_once_they_pass_the_budget(home: Path) -> None:
+def test_flushed_values_reach_rocksdb_oldest_first_as_they_pass_the_budget(home: Path) -> None:
     _, table, state = state_of(home, max_unwritten_bytes=40)
+    key = {k: table.data._encode_key(k) for k in (1, 2, 3)}
     with event_scope(on_partition(1)):  # type: ignore[arg-type]
         state[1] = b"x" * 10
     state.flush()
@@ -66,11 +67,27 @@ def test_flushed_values_reach_rocksdb_once_they_pass_the_budget(home: Path) -> N
         state[1] = b"y" * 10  # the same key again: its newer value replaces the older
     state.flush()
     assert table.get(1) is None
-    assert state.unwritten_bytes == len(table.data._encode_key(1)) + 10
+    assert state.unwritten_bytes == len(key[1]) + 10
     with event_scope(on_partition(3)):  # type: ignore[arg-type]
-        state[2] = b"z" * 30
-    state.flush()  # now over the budget: both partitions are written
-    assert (table.get(1), table.get(2)) == (b"y" * 10, b"z" * 30)
+        state[2] = b"z" * 25
+    state.flush()  # 11 + 26 bytes: under the budget
+    assert (table.get(1), table.get(2)) == (None, None)
+    with event_scope(on_partition(1)):  # type: ignore[arg-type]
+        state[1] = b"w" * 10  # changed again: it keeps its place as the oldest
+        state[3] = b"v" * 5
+    state.flush()  # 11 + 26 + 6 = 43 bytes, 3 over: the oldest value is written
+    assert (table.get(1), table.get(2), table.get(3)) == (b"w" * 10, None, None)
+    assert state.unwritten == {(3, key[2]): b"z" * 25, (1, key[3]): b"v" * 5}
+    assert state.unwritten_bytes == 32
+    assert (state[2], state[3]) == (b"z" * 25, b"v" * 5)  # the rest is still read back
+    with event_scope(on_partition(1)):  # type: ignore[arg-type]
+        state[4] = b"u" * 35
+    state.flush()  # 32 + 36 = 68 bytes, 28 over: both older values go, to their partitions
+    assert (table.get(2), table.get(3), table.get(4)) == (b"z" * 25, b"v" * 5, None)
+    assert table.data._db_for_partition(3).get(key[2]) == b"z" * 25
+    assert state.unwritten_bytes == len(table.data._encode_key(4)) + 35
+    state.write_back()  # everything
+    assert table.get(4) == b"u" * 35
     assert (state.unwritten, state.unwritten_bytes) == ({}, 0)
 
 
