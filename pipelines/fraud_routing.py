@@ -11,7 +11,6 @@ the same way to ``labels-by-terminal``. Both send one record per target partitio
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 
@@ -22,20 +21,14 @@ from pipelines.outputs import Outputs
 from pipelines.settings import Settings
 from pipelines.steps import guarded, split_events
 from pipelines.table_state import load, save
+from processors.formatting import epoch_ms
 from processors.fraud_features import CustomerWindow, FeatureConfig, Late, transaction_flags
 from processors.schemas import decode_label, decode_transaction_row
 
-__all__ = ["CUSTOMER_STEP", "LABEL_STEP", "CustomerFeatures", "RouteLabels", "epoch_ms"]
+__all__ = ["CUSTOMER_STEP", "LABEL_STEP", "CustomerFeatures", "RouteLabels"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CUSTOMER_STEP = "customer-features"
 LABEL_STEP = "route-labels"
-
-
-def epoch_ms(value: datetime) -> int:
-    """Milliseconds since the epoch of an aware datetime (exact, no float rounding)."""
-    delta = value - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def feature_config(settings: Settings) -> FeatureConfig:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["format_epoch_ms", "round_like_python"]
+__all__ = ["epoch_ms", "format_epoch_ms", "round_like_python"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Below 1e14 (< 2**47) the product x * 10**d is off by at most 2**-6 from the exact one;
@@ -58,6 +58,13 @@ _DAYS: dict[int, str] = {}
 _MINUTES = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]  # of a day
 _SECONDS = [f"{s:02d}." for s in range(60)]
 _MILLIS = [f"{ms:03d}Z" for ms in range(1000)]
+
+
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime (exact, no float rounding): the
+    inverse of :func:`format_epoch_ms` to the millisecond."""
+    delta = value - _EPOCH  # days, seconds, microseconds
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def format_epoch_ms(ms: int) -> str:

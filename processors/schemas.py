@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import orjson
 
+from processors.formatting import epoch_ms
+
 __all__ = [
     "ALERT_SCHEMA",
     "DEAD_LETTER_SCHEMA",
@@ -367,8 +369,6 @@ def decode_transaction(raw: bytes) -> Transaction | Rejected:
 TransactionRow = tuple[int, int, int, int, float]
 """``(tx_id, tx_time_ms, customer_id, terminal_id, amount)``: :func:`decode_transaction_row`."""
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 def decode_transaction_row(raw: bytes) -> TransactionRow | Rejected:
     """:func:`decode_transaction` as a tuple with the time in epoch milliseconds, for a step
@@ -388,9 +388,7 @@ def decode_transaction_row(raw: bytes) -> TransactionRow | Rejected:
             tx.terminal_id,
             tx.amount,
         )
-    delta = tx_time - _EPOCH  # exact, no float: days, seconds, microseconds
-    t_ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-    return tx_id, t_ms, customer_id, terminal_id, amount
+    return tx_id, epoch_ms(tx_time), customer_id, terminal_id, amount
 
 
 def _short_path(raw: bytes) -> tuple[int, datetime, int, int, float] | None:

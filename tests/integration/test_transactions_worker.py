@@ -17,6 +17,7 @@ import pytest
 from pipelines.produce import publish_transactions
 from pipelines.settings import Settings
 from processors.fraud_features import FEATURE_NAMES, replay_features
+from processors.fraud_quality import DAY_MS
 from processors.simulator import SimulationConfig, simulate
 from tests.integration.conftest import Worker, _free_port, publish_raw, read_topic
 
@@ -86,8 +87,7 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     # Each label is counted once: in its day's record, as late (its day had closed when it came:
     # the held-back ones, and as many more as the label partitions drift apart by more than a
     # day in a replay at full speed), or in a day that has not closed.
-    day_ms = 86_400_000
-    label_days = [t // day_ms for t in pc.cast(table.column("tx_time"), "int64").to_pylist()]
+    label_days = [t // DAY_MS for t in pc.cast(table.column("tx_time"), "int64").to_pylist()]
 
     def counted(records: list[dict[str, Any]]) -> int:
         daily = days(records)
