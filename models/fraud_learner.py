@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from river import linear_model, optim, preprocessing
+from river import compose, linear_model, optim, preprocessing
 
 from processors.fraud_features import FEATURE_NAMES
 
@@ -97,6 +97,45 @@ class OnlineFraudLearner:
         scores = [predict(self._row(row)).get(True, 0.0) for row in x.tolist()]
         return np.asarray(scores, dtype=np.float64).reshape(-1)
 
+    def _plain_parts(self) -> tuple[Any, Any] | None:
+        """``(scaler, regression)`` if the pipeline is the plain ``StandardScaler |
+        LogisticRegression`` whose arithmetic the fast paths repeat, else ``None``."""
+        steps = list(self.model.steps.values())
+        if len(steps) != 2 or compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
+            return None
+        scaler, regression = steps
+        if type(scaler) is not preprocessing.StandardScaler or not scaler.with_std:
+            return None
+        if type(regression) is not linear_model.LogisticRegression:
+            return None
+        if getattr(scaler, "window_size", None) is not None:
+            return None
+        return scaler, regression
+
+    def predict_one(self, features: Sequence[float]) -> float:
+        """Fraud probability of one row, as River's ``predict_proba_one`` computes it (a test
+        checks the bits): about 4 µs in plain Python, against 11 µs through River's dicts and
+        60 µs for a one-row :meth:`predict_batch` (numpy's cost per call, a feature at a time).
+        """
+        parts = self._plain_parts()
+        if parts is None:
+            return float(self.model.predict_proba_one(self._row(features)).get(True, 0.0))
+        scaler, regression = parts
+        weights = regression._weights.to_dict()
+        means, variances = scaler.means, scaler.vars
+        z = 0.0
+        for name, value in zip(self.feature_names, features, strict=True):
+            weight = weights.get(name)
+            if weight is None:
+                continue
+            var = variances.get(name, 0.0)  # .get: River's [] would add the key
+            if var:
+                z = z + weight * ((float(value) - means.get(name, 0.0)) / var**0.5)
+            else:
+                z = z + weight * 0.0
+        z = z + regression.intercept
+        return 0.0 if z < -30 else 1.0 if z > 30 else 1 / (1 + math.exp(-z))
+
     def _predict_columns(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
         """River's ``predict_proba_one`` for every row, a feature at a time over the batch.
 
@@ -107,16 +146,10 @@ class OnlineFraudLearner:
         ``math.exp``) give bit-identical scores, which a test checks against River. Another
         pipeline shape returns ``None`` (River is asked row by row).
         """
-        steps = list(self.model.steps.values())
-        if len(steps) != 2:
+        parts = self._plain_parts()
+        if parts is None:
             return None
-        scaler, regression = steps
-        if type(scaler) is not preprocessing.StandardScaler or not scaler.with_std:
-            return None
-        if type(regression) is not linear_model.LogisticRegression:
-            return None
-        if getattr(scaler, "window_size", None) is not None:
-            return None
+        scaler, regression = parts
         weights = regression._weights.to_dict()
         means, variances = scaler.means, scaler.vars
         z = np.zeros(len(x), dtype=np.float64)
@@ -135,8 +168,19 @@ class OnlineFraudLearner:
         return np.asarray(scores, dtype=np.float64)
 
     def learn(self, features: Sequence[float] | npt.NDArray[np.float64], is_fraud: bool) -> None:
-        """One labelled transaction, one SGD step."""
-        self.model.learn_one(self._row(features), bool(is_fraud))
+        """One labelled transaction, one SGD step.
+
+        For the plain pipeline, its two steps are called as River's ``Pipeline.learn_one``
+        calls them (the scaler learns the row, the regression learns the row it scales),
+        without the pipeline's plan and routing, about 5 µs of the 40 an example costs."""
+        x = self._row(features)
+        parts = self._plain_parts()
+        if parts is None:
+            self.model.learn_one(x, bool(is_fraud))
+        else:
+            scaler, regression = parts
+            scaler.learn_one(x)
+            regression.learn_one(scaler.transform_one(x), bool(is_fraud))
         self.learned += 1
 
     def learn_many(self, features: npt.ArrayLike, labels: Sequence[bool] | npt.ArrayLike) -> None:

@@ -27,8 +27,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-
 from models.fraud_learner import OnlineFraudLearner
 from pipelines.metrics import StepMetrics
 from pipelines.settings import Settings, TransactionSettings
@@ -99,7 +97,7 @@ class QualityMonitor:
         """Predict ``example`` before it is learned and feed the prequential error."""
         _tx_id, is_fraud, features, *scored = example
         when = int(scored[0][0]) if scored and scored[0] else max(self.quality.watermark, 0)
-        p = float(learner.predict_batch(np.asarray([features], dtype=np.float64))[0])
+        p = learner.predict_one(features)
         found = self.drift.error(abs(float(is_fraud) - p), when)
         if found is not None:
             self.found.append(found)

@@ -297,3 +297,23 @@ def test_batch_scores_of_the_learner_are_rivers_own_scores_bit_for_bit(learned: 
     rows = x[2500:]
     river = [learner.model.predict_proba_one(learner._row(r)).get(True, 0.0) for r in rows]
     assert learner.predict_batch(rows).tobytes() == np.asarray(river, np.float64).tobytes()
+    one = [learner.predict_one(r) for r in rows.tolist()]  # the prequential score
+    assert np.asarray(one, np.float64).tobytes() == np.asarray(river, np.float64).tobytes()
+
+
+def test_the_learners_steps_learn_exactly_what_rivers_pipeline_learns() -> None:
+    """learn() calls the scaler and the regression itself; River's Pipeline must agree."""
+    x = features(2000, seed=5)
+    x[::7, 4] = 0.0
+    y = labels(x, seed=5)
+    ours, river = OnlineFraudLearner(), OnlineFraudLearner()
+    ours.learn_many(x, y)
+    for row, flag in zip(x.tolist(), y.tolist(), strict=True):
+        river.model.learn_one(river._row(row), bool(flag))
+    ours_scaler, ours_lr = ours.model.steps.values()
+    river_scaler, river_lr = river.model.steps.values()
+    assert (ours_scaler.means, ours_scaler.vars) == (river_scaler.means, river_scaler.vars)
+    assert ours_lr._weights.to_dict() == river_lr._weights.to_dict()
+    assert ours_lr.intercept == river_lr.intercept
+    rows = features(50, seed=6)
+    assert ours.predict_batch(rows).tobytes() == river.predict_batch(rows).tobytes()
