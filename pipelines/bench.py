@@ -5,9 +5,12 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
 
 1. *Produce*: ``warm_days`` of simulated history (by default the whole state horizon: label
    delay, longest window and grace, 38 days at the default settings) are pre-loaded into the
-   run's transactions topic with aiokafka; the rate says how fast this machine and broker
-   take a load at all. The measured events, the days that follow, are pre-loaded into a
-   topic of the passthrough's own.
+   run's transactions topic with aiokafka, and between them, on its labels topic, the label
+   of every payment whose label is due (``LABEL_DELAY_DAYS`` after it): in steady state
+   about one label a payment, which the worker joins to the scored features and the learner
+   learns, so the measure includes learning. The rate says how fast this machine and broker
+   take a load at all. The measured transactions, the days that follow, are pre-loaded into
+   a topic of the passthrough's own.
 2. *Raw passthrough*: an aiokafka consumer and producer copy the measured records, value
    unchanged, to another topic. No decoding, no state, no scoring: roughly the most a Python
    consumer that also produces can do here, hence the baseline the pipeline is compared with.
@@ -15,22 +18,24 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
    of the two, so that a host that slows down or speeds up during the run (a shared virtual
    machine can change by half within an hour) does not tilt the ratio one way.
 3. *Pipeline worker*: the real ``streamwise worker`` subprocess (Faust, RocksDB state, batch
-   scoring) processes the history, so that every customer's and terminal's window is as
-   full as it stays in production. Once it has predicted all of it, the measured events
-   are published at once, as a backlog; the throughput is their number over the time from
-   the first send to the last prediction (Kafka timestamps), so that every stage's work on
-   them, and nothing else, falls in it. (Taking the first and last prediction instead let
-   the first stage's lead over the second, 10,000-30,000 payments, fall outside the window.
-   Without history, ``--warm-days 0``, the measured events are pre-loaded and that is
-   what is measured.)
+   scoring, the learner) processes the history, so that every customer's and terminal's
+   window is as full as it stays in production. Once it has predicted all of it and learned
+   its labels, the measured transactions and the labels due among them are published at
+   once, as a backlog; the throughput is the transactions over the time from the first send
+   to the last prediction (Kafka timestamps), or to when the learner's count (its
+   ``streamwise_learner_examples`` metric, polled every 50 ms) reached the labels sent, if
+   that came later, so that every stage's work on them, and nothing else, falls in it.
+   (Taking the first and last prediction instead let the first stage's lead over the
+   second, 10,000-30,000 payments, fall outside the window. Without history,
+   ``--warm-days 0``, the measured load is pre-loaded and that is what is measured.)
    Its peak RSS and its CPU time (all its threads) are sampled while it runs; the CPU over
-   the same span gives the CPU an event costs and how busy the worker was (near 100 % of
-   one core: the worker, not the broker, sets the rate). The predictions are read with
-   aiokafka, whose record parsing is in C, so the reader takes little of the cores the
-   worker runs on.
-4. *Latency*: with that worker still running, more transactions are published at half its
-   measured throughput; latency is the prediction's timestamp minus the send timestamp. The
-   worker's CPU over that load says how busy half its rate keeps it.
+   the same span gives the CPU a payment (and its label) costs and how busy the worker was
+   (near 100 % of one core: the worker, not the broker, sets the rate). The predictions are
+   read with aiokafka, whose record parsing is in C, so the reader takes little of the cores
+   the worker runs on.
+4. *Latency*: with that worker still running, more transactions (and their due labels) are
+   published at half its measured throughput; latency is the prediction's timestamp minus
+   the send timestamp. The worker's CPU over that load says how busy half its rate keeps it.
 5. *Naive*: a second worker with micro-batches of one event (one table update, one scoring
    call, one ack per event) on a smaller copy of the load, to show what batching buys. It
    starts from empty state (a history would take it an hour), which flatters it.
@@ -57,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -85,11 +91,15 @@ _RSS_INTERVAL_S = 0.1
 # Waits give up after max(120 s, events / floor): generous against the rates seen so far.
 _FLOOR_RATE = 200.0
 _NAIVE_FLOOR_RATE = 50.0
+_LEARNED_METRIC = "streamwise_learner_examples"
+_EXAMPLES_METRIC = "streamwise_training_examples_total"
+_LEARN_POLL_S = 0.05
 _MIB = 1024 * 1024
 _REPO = Path(__file__).resolve().parent.parent
 _WORKER_CMD = "from pipelines.cli import main; main()"
 
 Row = tuple[int, bytes, bytes]  # (tx_id, key, value)
+Item = tuple[str, int, bytes, bytes]  # (kind: "tx" or "label", tx_id, key, value)
 
 
 class BenchError(RuntimeError):
@@ -219,8 +229,11 @@ def detail_lines(details: Sequence[tuple[str, str]]) -> list[str]:
     return ["", *(f"  {label:<{width}}  {value}" for label, value in details), ""]
 
 
-def _simulated_rows(count: int) -> list[Row]:
-    """The first ``count`` simulated transactions (no labels), JSON-encoded, in time order."""
+def _simulated_load(count: int, label_delay: timedelta) -> list[Item]:
+    """The first ``count`` simulated transactions, JSON-encoded, in event-time order, and
+    between them the label of every earlier one whose label time (``label_delay`` after it)
+    has come, as a bank's label feed delivers them: in steady state about one label a
+    payment, each joined to its scored features and learned."""
     from pipelines.produce import encoded_rows
     from processors.simulator import SimulationConfig, simulate
 
@@ -228,24 +241,78 @@ def _simulated_rows(count: int) -> list[Row]:
     table = simulate(SimulationConfig(customers=5000, terminals=10000, days=days, seed=7))
     if table.num_rows < count:
         raise BenchError(f"the simulator made {table.num_rows} rows in {days} days, not {count}")
-    table = table.drop_columns(["is_fraud"]).slice(0, count)
-    rows: list[Row] = []
-    for kind, key, value in encoded_rows(table, timedelta(0)):
+    items: list[Item] = []
+    txs = 0
+    for kind, key, value in encoded_rows(table.slice(0, count), label_delay):
         if kind == "tx":
-            rows.append((int(orjson.loads(value)["tx_id"]), key, value))
-    return rows
+            txs += 1
+        elif txs == count:
+            break  # labels due after the last payment
+        items.append((kind, int(orjson.loads(value)["tx_id"]), key, value))
+    return items
 
 
-def _preload(settings: Settings, topic: str, rows: Sequence[Row]) -> float:
-    """Publish ``rows`` as fast as the broker takes them; return events per second."""
-    return asyncio.run(_send_rows(settings, topic, rows, None, "preload"))[1]
+def split_load(items: Sequence[Item], *bounds: int) -> list[list[Item]]:
+    """``items`` cut after the ``bounds[0]``-th, ``bounds[1]``-th, ... transaction (counted
+    from the start): a label goes with the transaction that follows it."""
+    parts: list[list[Item]] = [[]]
+    ends = iter(bounds)
+    end = next(ends, None)
+    txs = 0
+    for item in items:
+        while end is not None and txs == end:
+            parts.append([])
+            end = next(ends, None)
+        parts[-1].append(item)
+        txs += item[0] == "tx"
+    parts += [[] for _ in range(len(bounds) + 1 - len(parts))]
+    return parts
+
+
+def transactions(items: Sequence[Item]) -> list[Row]:
+    """The transactions of a load, as ``(tx_id, key, value)``."""
+    return [(tx_id, key, value) for kind, tx_id, key, value in items if kind == "tx"]
+
+
+def label_count(items: Sequence[Item]) -> int:
+    return sum(kind == "label" for kind, *_ in items)
+
+
+def labels_of(items: Sequence[Item], tx_ids: set[int]) -> tuple[list[Item], list[Item]]:
+    """``items`` without the labels of transactions not in ``tx_ids``, and those labels.
+
+    A label is published only once its transaction has been predicted, as in production,
+    where it comes a week later. Published together, the labels topic can run ahead of the
+    transactions (the worker reads its topics independently, and routing a label costs far
+    less than scoring a payment), and a label that reaches the scorer before its transaction
+    finds nothing to join (``unknown_tx``)."""
+    now: list[Item] = []
+    later: list[Item] = []
+    for item in items:
+        (later if item[0] == "label" and item[1] not in tx_ids else now).append(item)
+    return now, later
+
+
+def _topics_of(settings: Settings) -> dict[str, str]:
+    """Where each kind of item of a load is published."""
+    return {"tx": settings.topics.transactions, "label": settings.topics.transaction_labels}
+
+
+def _preload(settings: Settings, topics: dict[str, str], items: Sequence[Item]) -> float:
+    """Publish ``items`` as fast as the broker takes them; return transactions per second."""
+    return asyncio.run(_send_rows(settings, topics, items, None, "preload"))[1]
 
 
 async def _send_rows(
-    settings: Settings, topic: str, rows: Sequence[Row], rate: float | None, name: str
+    settings: Settings,
+    topics: dict[str, str],
+    items: Sequence[Item],
+    rate: float | None,
+    name: str,
 ) -> tuple[dict[str, int], float]:
-    """Publish ``rows`` (at ``rate`` per second, or at once); return the send time (epoch ms,
-    also the record's timestamp) per event id and the rate reached.
+    """Publish ``items``, each to the topic of its kind (at ``rate`` transactions per second,
+    the labels between them in their order, or at once); return the send time (epoch ms, also
+    the record's timestamp) per transaction id and the rate of transactions reached.
 
     aiokafka, not kafka-python: its record batches are built in C. kafka-python's producer
     took about half a core at 5,000 records/s, beside the worker being measured.
@@ -262,26 +329,34 @@ async def _send_rows(
     )
     await producer.start()
     sent: dict[str, int] = {}
+    txs = sum(kind == "tx" for kind, *_ in items)
+    item_rate = None if rate is None else rate * len(items) / max(txs, 1)
     try:
         deliveries: list[asyncio.Future[Any]] = []
         started = time.perf_counter()
         i = 0
-        while i < len(rows):
-            # Paced: every row that is due by now goes out with the time it went; then sleep
+        while i < len(items):
+            # Paced: every item that is due by now goes out with the time it went; then sleep
             # until the next one is due.
             # (`due` never falls: the clock is monotonic.)
-            due = len(rows) if rate is None else int((time.perf_counter() - started) * rate) + 1
-            end = min(due, len(rows))
+            due = (
+                len(items)
+                if item_rate is None
+                else int((time.perf_counter() - started) * item_rate) + 1
+            )
+            end = min(due, len(items))
             now_ms = time.time_ns() // 1_000_000
-            for tx_id, key, value in rows[i:end]:
+            for kind, tx_id, key, value in items[i:end]:
+                topic = topics[kind]
                 deliveries.append(await producer.send(topic, value, key, timestamp_ms=now_ms))
-                sent[str(tx_id)] = now_ms
+                if kind == "tx":
+                    sent[str(tx_id)] = now_ms
             i = end
-            if rate is not None and i < len(rows):
-                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            if item_rate is not None and i < len(items):
+                await asyncio.sleep(max(0.0, started + i / item_rate - time.perf_counter()))
         await producer.flush()
         await asyncio.gather(*deliveries)
-        return sent, len(rows) / (time.perf_counter() - started)
+        return sent, txs / (time.perf_counter() - started)
     finally:
         await producer.stop()
 
@@ -399,6 +474,44 @@ class WorkerProcess:
     def cpu_between(self, start: float, end: float) -> float:
         """CPU seconds the worker used between two epoch times (from the samples)."""
         return cpu_between(list(self.cpu), start, end)
+
+    def label_counts(self) -> tuple[int, int, int]:
+        """From the worker's metrics: labels the scorer has handled (whatever became of
+        them), examples it sent to the learner, and examples the learner has learned (all 0
+        before the first)."""
+        conf = self.settings.worker
+        url = f"http://{conf.web_host}:{conf.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0, 0, 0  # not serving yet
+        counts = {"streamwise_labels_total": 0, _EXAMPLES_METRIC: 0, _LEARNED_METRIC: 0}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0]
+            if name in counts and 'step="' in line:
+                counts[name] += int(float(line.rsplit(" ", 1)[1]))
+        return tuple(counts.values())  # type: ignore[return-value]
+
+    def wait_labels(self, expected: int, timeout_s: float) -> tuple[int, float | None]:
+        """Poll until the scorer has handled ``expected`` labels and the learner has learned
+        every example sent to it; return the learned count and when that was (epoch s), or
+        ``None`` for the time if it already was at the first look."""
+        deadline = time.monotonic() + timeout_s
+        first = True
+        while True:
+            labels, examples, learned = self.label_counts()
+            if labels >= expected and learned >= examples:
+                return learned, None if first else time.time()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"after {timeout_s:.0f} s the scorer had handled {labels} of {expected} "
+                    f"labels and the learner learned {learned} of {examples} examples; worker "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            self.check_alive()
+            first = False
+            time.sleep(_LEARN_POLL_S)
 
     def check_alive(self) -> None:
         """Raise with the log's tail if the worker has exited."""
@@ -521,26 +634,42 @@ def _timeout(events: int, floor_rate: float = _FLOOR_RATE) -> float:
 def _measure_worker(
     settings: Settings,
     pipeline: str,
-    rows: Sequence[Row],
+    items: Sequence[Item],
     floor_rate: float = _FLOOR_RATE,
-    backlog: Sequence[Row] = (),
+    backlog: Sequence[Item] = (),
+    labels_after: Sequence[Item] = (),
 ) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
-    """Start a worker on pre-loaded ``rows``; return it, its reader and its throughput.
+    """Start a worker on pre-loaded ``items``; return it, its reader and its throughput.
 
-    Without ``backlog``, over ``rows`` from their first to their last prediction. With it,
-    ``rows`` are the history that fills the worker's state: once they are predicted the
-    ``backlog`` is published at once, and the throughput is over the time from its first
-    send to its last prediction."""
+    Without ``backlog``, over the transactions of ``items`` from their first to their last
+    prediction. With it, ``items`` are the history that fills the worker's state: once its
+    transactions are predicted, its labels (``labels_after``) are published and learned, then
+    the ``backlog`` is published at once, and the throughput is over the time from its first
+    send to its last prediction or, if the learner finishes later, to when it has learned the
+    backlog's labels."""
     worker = WorkerProcess(settings, pipeline)
     reader = PredictionReader(settings, settings.topics.predictions)
+    rows, labels = transactions(items), label_count(items)
+    before = wanted = 0  # learned and labels before the measured load
     try:
         firsts = reader.wait_for(len(rows), worker, _timeout(len(rows), floor_rate))
         if backlog:
+            if labels_after:
+                _say(f"history predicted; {len(labels_after):,} labels of it")
+                asyncio.run(
+                    _send_rows(settings, _topics_of(settings), labels_after, None, "labels")
+                )
+            wanted = labels + len(labels_after)
+            before, _ = worker.wait_labels(wanted, _timeout(wanted, floor_rate))
+            _say(f"history's labels handled, {before:,} learned")
             sent, _ = asyncio.run(
-                _send_rows(settings, settings.topics.transactions, backlog, None, "backlog")
+                _send_rows(settings, _topics_of(settings), backlog, None, "backlog")
             )
-            firsts = reader.wait_for(len(rows) + len(backlog), worker, _timeout(len(backlog)))
-            rows = backlog
+            total = len(rows) + len(transactions(backlog))
+            rows, labels = transactions(backlog), label_count(backlog)
+            firsts = reader.wait_for(total, worker, _timeout(len(rows)))
+            labels += wanted  # the scorer's count runs from the worker's start
+        learned, learned_s = worker.wait_labels(labels, _timeout(labels, floor_rate))
     except BaseException:
         reader.close()
         worker.stop()
@@ -548,41 +677,50 @@ def _measure_worker(
     stamps = [firsts[str(tx_id)] for tx_id, _, _ in rows]
     if backlog:
         first_ms, last_ms = min(sent.values()), max(stamps)
-        rate = len(rows) / max((last_ms - first_ms) / 1000, 1e-3)
     else:
-        rate, last_ms = _throughput(stamps)
-        first_ms = min(stamps)
+        first_ms, last_ms = min(stamps), max(stamps)
+    last_prediction_s = last_ms / 1000
+    if learned_s is not None:
+        last_ms = max(last_ms, round(learned_s * 1000))
+    n = len(rows) - (0 if backlog else 1)
+    rate = n / max((last_ms - first_ms) / 1000, 1e-3)
     first_s, last_s = first_ms / 1000, last_ms / 1000
     cpu_s = worker.cpu_between(first_s, last_s)
     result = {
         "events_per_s": rate,
         "wall_s": last_s - worker.started,
-        # CPU the worker spent per event while predictions came out, and how busy it was:
-        # near 100 % of one core means the worker, not the broker, sets the rate.
-        "cpu_us_per_event": cpu_s / max(len(rows) - (0 if backlog else 1), 1) * 1e6,
+        # CPU the worker spent per payment (its label's work included) while predictions
+        # came out, and how busy it was: near 100 % of one core means the worker, not the
+        # broker, sets the rate.
+        "cpu_us_per_event": cpu_s / max(n, 1) * 1e6,
         "cpu_busy": cpu_s / max(last_s - first_s, 1e-3),
+        "labels": labels - wanted,
+        "learned": learned - before,
+        "learning_after_s": max(0.0, last_s - last_prediction_s),
     }
     return worker, reader, result
 
 
 # --------------------------------------------------------------------------- latency
 def _paced_send(
-    settings: Settings, rows: Sequence[Row], rate: float
+    settings: Settings, items: Sequence[Item], rate: float
 ) -> tuple[dict[str, int], float]:
-    """Publish ``rows`` at ``rate`` per second; return send ms per event id and the rate."""
-    return asyncio.run(_send_rows(settings, settings.topics.transactions, rows, rate, "paced"))
+    """Publish ``items`` at ``rate`` transactions per second; return send ms per transaction
+    id and the rate."""
+    return asyncio.run(_send_rows(settings, _topics_of(settings), items, rate, "paced"))
 
 
 def _measure_latency(
     settings: Settings,
     worker: WorkerProcess,
     reader: PredictionReader,
-    rows: Sequence[Row],
+    items: Sequence[Item],
     rate: float,
 ) -> dict[str, Any]:
-    _say(f"latency: {len(rows):,} transactions at {rate:,.0f}/s")
+    rows = transactions(items)
+    _say(f"latency: {len(rows):,} transactions ({label_count(items):,} labels) at {rate:,.0f}/s")
     total = len(reader.first_ms) + len(rows)
-    sent, actual_rate = _paced_send(settings, rows, rate)
+    sent, actual_rate = _paced_send(settings, items, rate)
     firsts = reader.wait_for(total, worker, _timeout(len(rows)))
     latencies = np.array([firsts[tx] - ms for tx, ms in sent.items()], dtype=np.float64)
     p50, p99 = np.percentile(latencies, [50, 99]).tolist()
@@ -660,16 +798,27 @@ def run_bench(
     with run_scope(settings, run_id, base):
         _create_topics(main, [passthrough_in, passthrough_out])
         _create_topics(naive)
-        rows = _simulated_rows(warm + events + events // 2)
-        history, backlog = rows[:warm], rows[warm : warm + events]
-        spare = rows[warm + events :]
-        produce_rate = _preload(main, passthrough_in, backlog)
+        delay = timedelta(milliseconds=main.transactions.label_delay_ms)
+        load = _simulated_load(warm + events + events // 2, delay)
+        history, backlog, spare = split_load(load, warm, warm + events)
+        # Labels go out once their transactions are predicted (see labels_of): the history's
+        # after it. The backlog's own labels that fall due within it (its first days, with
+        # 80,000 events) are left out, so that every load carries its steady share of labels
+        # (about one a payment), the latency load included.
+        history, history_labels = labels_of(history, set())
+        known = {tx_id for tx_id, _, _ in transactions(history)}
+        backlog, _ = labels_of(backlog, known)
+        known |= {tx_id for tx_id, _, _ in transactions(backlog)}
+        spare, _ = labels_of(spare, known)
+        passthrough_load = [item for item in backlog if item[0] == "tx"]
+        produce_rate = _preload(main, {"tx": passthrough_in}, passthrough_load)
         if history:
-            produce_rate = _preload(main, main.topics.transactions, history)
+            produce_rate = _preload(main, _topics_of(main), history)
             _say(f"pre-loaded {warm:,} transactions of history at {produce_rate:,.0f}/s")
         else:  # no history to wait for: measured from the first to the last prediction
-            _preload(main, main.topics.transactions, backlog)
-        _preload(naive, naive.topics.transactions, rows[:naive_events])
+            _preload(main, _topics_of(main), backlog)
+        naive_load, _ = labels_of(split_load(load, naive_events)[0], set())
+        _preload(naive, _topics_of(naive), naive_load)
 
         passthrough_before, reference_before = _passthrough(
             main, passthrough_in, passthrough_out, events, "before"
@@ -678,15 +827,18 @@ def run_bench(
 
         _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
         worker, reader, measured = (
-            _measure_worker(main, pipeline, history, backlog=backlog)
+            _measure_worker(main, pipeline, history, backlog=backlog, labels_after=history_labels)
             if history
             else _measure_worker(main, pipeline, backlog)
         )
         try:
-            _say(f"pipeline worker: {measured['events_per_s']:,.0f} events/s")
+            _say(
+                f"pipeline worker: {measured['events_per_s']:,.0f} transactions/s, "
+                f"{measured['learned']:,} of {measured['labels']:,} labels learned"
+            )
             half = measured["events_per_s"] / 2
             count = max(1, min(events // 2, int(half * _LATENCY_SECONDS)))
-            latency = _measure_latency(main, worker, reader, spare[:count], half)
+            latency = _measure_latency(main, worker, reader, split_load(spare, count)[0], half)
         finally:
             reader.close()
             worker.stop()
@@ -700,7 +852,7 @@ def run_bench(
 
         _say(f"naive worker {naive.app_prefix} (batch 1, {naive_events:,} events)")
         naive_worker, naive_reader, naive_measured = _measure_worker(
-            naive, pipeline, rows[:naive_events], _NAIVE_FLOOR_RATE
+            naive, pipeline, naive_load, _NAIVE_FLOOR_RATE
         )
         naive_reader.close()
         naive_worker.stop()
@@ -779,6 +931,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{w['cpu_us_per_event']:,.0f} µs an event; busy {w['cpu_busy']:.0%} of one core "
             "(all threads, first send to last prediction)",
         ),
+        *_label_lines(w),
         (
             "latency load",
             f"{lat['events']:,} events paced at {lat['rate']:,.0f}/s (half the worker's rate)",
@@ -805,6 +958,25 @@ def format_report(report: dict[str, Any]) -> str:
         "compare them, don't quote them."
     )
     return "\n".join(lines)
+
+
+def _label_lines(worker: dict[str, Any]) -> list[tuple[str, str]]:
+    """The labels that came with the measured payments, and how many the learner took."""
+    if "labels" not in worker:
+        return []
+    after = worker.get("learning_after_s", 0.0)
+    return [
+        (
+            "labels in the measured load",
+            f"{worker['labels']:,} sent, {worker['learned']:,} learned "
+            + (
+                f"(the learner finished {after:.1f} s after the last prediction; the span "
+                "runs to then)"
+                if after > 0
+                else "(by the last prediction)"
+            ),
+        )
+    ]
 
 
 def _host_lines(report: dict[str, Any]) -> list[tuple[str, str]]:

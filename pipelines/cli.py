@@ -329,8 +329,9 @@ def bench() -> None:
 def bench_transactions(events: int, warm_days: int | None, as_json: bool) -> None:
     """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
     passthrough (run before and after the worker; the mean is the baseline), with windows as
-    full as in production (after WARM_DAYS of history). A fixed Python loop timed before
-    each passthrough shows whether the host's speed changed during the run."""
+    full as in production (after WARM_DAYS of history) and each payment's label published
+    when due (a week later), so the learner's work is in the measure. A fixed Python loop
+    timed before each passthrough shows whether the host's speed changed during the run."""
     from pipelines.bench import format_report, run_bench
 
     report = run_bench(load_settings(), "transactions", events=events, warm_days=warm_days)

@@ -206,6 +206,7 @@ class ScoreTransactions:
         for record in encode_chunks("examples", examples):
             await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics
+        m.examples.labels(STEP).inc(len(examples))
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))
         m.batch_seconds.labels(STEP).observe(perf_counter() - started)

@@ -60,6 +60,12 @@ class StepMetrics:
             ["step", "status"],
             registry=r,
         )
+        self.examples = Counter(
+            "streamwise_training_examples",
+            "Labels joined to their scored features and sent to the learner",
+            ["step"],
+            registry=r,
+        )
         self.learned = Gauge(
             "streamwise_learner_examples",
             "Labelled examples the online learner has learned from",

@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from pipelines.bench import cpu_between, format_report, host_drift, host_reference_us
+from pipelines.bench import (
+    cpu_between,
+    format_report,
+    host_drift,
+    host_reference_us,
+    label_count,
+    labels_of,
+    split_load,
+    transactions,
+)
 
 
 def test_cpu_between_interpolates_the_samples() -> None:
@@ -113,3 +122,39 @@ def test_host_drift_and_the_reference_loop() -> None:
     assert math.isnan(host_drift(0.0, 80.0))
     assert math.isnan(host_drift(math.nan, 80.0))
     assert host_reference_us(repeat=1) > 0
+
+
+def _load(*kinds: tuple[str, int]) -> list[tuple[str, int, bytes, bytes]]:
+    """Load items of the given kinds and transaction ids; values tell them apart."""
+    return [(kind, tx, b"k", b"%d" % i) for i, (kind, tx) in enumerate(kinds)]
+
+
+def test_a_load_is_cut_after_whole_transactions_and_labels_go_with_the_next() -> None:
+    items = _load(("tx", 1), ("tx", 2), ("label", 1), ("tx", 3), ("label", 2), ("label", 3))
+    first, second, third = split_load(items, 2, 3)
+    assert [(kind, tx) for kind, tx, _, _ in first] == [("tx", 1), ("tx", 2)]
+    assert [(kind, tx) for kind, tx, _, _ in second] == [("label", 1), ("tx", 3)]
+    assert [(kind, tx) for kind, tx, _, _ in third] == [("label", 2), ("label", 3)]
+    assert transactions(second) == [(3, b"k", b"3")]
+    assert label_count(third) == 2
+    assert split_load(items, 10) == [items, []]
+
+
+def test_labels_of_transactions_not_yet_predicted_are_held_back_in_order() -> None:
+    items = _load(("label", 1), ("tx", 5), ("label", 5), ("label", 2))
+    now, later = labels_of(items, {1, 2})
+    assert now == [items[0], items[1], items[3]]
+    assert later == [items[2]]
+
+
+def test_the_report_says_how_many_labels_were_learned_and_when() -> None:
+    worker = dict(_report()["worker"])  # type: ignore[call-overload]
+    late = format_report(
+        _report(worker={**worker, "labels": 80_200, "learned": 80_200, "learning_after_s": 1.25})
+    )
+    assert "80,200 sent, 80,200 learned (the learner finished 1.2 s after" in late
+    on_time = format_report(
+        _report(worker={**worker, "labels": 10, "learned": 9, "learning_after_s": 0.0})
+    )
+    assert "10 sent, 9 learned (by the last prediction)" in on_time
+    assert "labels in the measured load" not in format_report(_report())
