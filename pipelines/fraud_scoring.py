@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
 from collections.abc import MutableMapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -158,6 +159,7 @@ class ScoreTransactions:
             return terminal_state(terminal, event).pending
 
         examples: list[list[Any]] = []
+        statuses: Counter[str] = Counter()  # labels by status, counted once a batch
         scored: list[tuple[Any, list[Any], list[float]]] = []
         newest: dict[int, int] = {}  # newest payment time per terminal in this batch
         for event in events:
@@ -173,7 +175,7 @@ class ScoreTransactions:
                     status = window(terminal, event).add_label(
                         tx_id, None, label_ms, bool(is_fraud), self.config
                     )
-                    self.metrics.labels.labels(STEP, str(status)).inc()
+                    statuses[status] += 1
                     entry = pending(terminal, event).take(tx_id)
                     if entry is not None:  # with what was served, for the live evaluation
                         t_ms, features, notes = entry
@@ -206,6 +208,8 @@ class ScoreTransactions:
         for record in encode_chunks("examples", examples):
             await self.outputs.send(self.topics["training"], None, record, 0)
         m = self.metrics
+        for label_status, count in statuses.items():
+            m.labels.labels(STEP, label_status).inc(count)
         m.examples.labels(STEP).inc(len(examples))
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))

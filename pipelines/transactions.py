@@ -154,7 +154,11 @@ def build(
         """Each step its own outputs: it waits for its own records and flushes its own state."""
         return FaustOutputs(app, topics, states)
 
+    # The scorer's models and the learner each get a thread of their own: a learner batch
+    # (hundreds of records of up to 256 examples, tens of µs each) queued in front of a
+    # scoring call held every prediction back for seconds.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
+    learn_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LEARN_STEP)
     replica = LearnerReplica()
     follower = SnapshotFollower(settings, names["snapshots"], replica)
     customers = CustomerFeatures(
@@ -180,7 +184,7 @@ def build(
         metrics,
         names["snapshots"],
         lambda: latest_snapshot(settings, names["snapshots"]),
-        executor,
+        learn_executor,
     )
 
     size = settings.worker.batch_size

@@ -17,7 +17,7 @@ import pytest
 from models.fraud_learner import OnlineFraudLearner
 from pipelines.fraud_learning import LearnerReplica, LearnFraud, decode_snapshot
 from pipelines.fraud_routing import CustomerFeatures, RouteLabels
-from pipelines.fraud_scoring import ScoreTransactions
+from pipelines.fraud_scoring import STEP, ScoreTransactions
 from pipelines.fraud_wire import decode_rows, encode_rows, partition_for
 from pipelines.metrics import StepMetrics
 from pipelines.outputs import DeliveryError, RecordingOutputs
@@ -110,6 +110,9 @@ def row(tx_id: int, t_ms: int, amount: float, terminal: int = 3) -> list[Any]:
     return [tx_id, t_ms, 7, terminal, amount, 0.0, 0.0, *customer6, '{"raw": 1}']
 
 
+STATUSES = ("applied", "duplicate", "unknown_tx")
+
+
 def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(home: Path) -> None:
     step, out, names = scorer(home)
     t = int(T0.timestamp() * 1000)
@@ -119,7 +122,15 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert set(FEATURE_NAMES) <= set(preds[1]["features"])
     assert preds[1]["model_versions"]["onnx"].startswith("fraud-lgbm/")
     assert preds[1]["model_versions"]["river"] == "river-logreg/0"
-    run(step, [internal(names["labels"], "labels", [[2, 3, 1, t + 7 * 86_400_000]], 1)])
+    labels = [[2, 3, 1, t + 7 * 86_400_000], [2, 3, 0, t + 7 * 86_400_000], [9, 3, 0, t]]
+    run(step, [internal(names["labels"], "labels", labels, 1)])
+    count = step.metrics.registry.get_sample_value
+    assert [count("streamwise_labels_total", {"step": STEP, "status": s}) for s in STATUSES] == [
+        1.0,  # the first label of payment 2
+        1.0,  # its second
+        1.0,  # a payment this terminal never saw
+    ]
+    assert count("streamwise_training_examples_total", {"step": STEP}) == 1.0
     (training,) = out.on(names["training"])
     ((tx_id, is_fraud, features, served),) = decode_rows(training.value, "examples")
     assert (tx_id, is_fraud) == (2, 1)
