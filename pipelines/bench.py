@@ -282,10 +282,10 @@ def labels_of(items: Sequence[Item], tx_ids: set[int]) -> tuple[list[Item], list
     """``items`` without the labels of transactions not in ``tx_ids``, and those labels.
 
     A label is published only once its transaction has been predicted, as in production,
-    where it comes a week later. Published together, the labels topic can run ahead of the
+    where it comes a week later. Published together, the labels topic runs ahead of the
     transactions (the worker reads its topics independently, and routing a label costs far
-    less than scoring a payment), and a label that reaches the scorer before its transaction
-    finds nothing to join (``unknown_tx``)."""
+    less than scoring a payment), and the scorer holds each such label with its terminal
+    until the payment arrives (``early``): correct, but not the steady state measured."""
     now: list[Item] = []
     later: list[Item] = []
     for item in items:

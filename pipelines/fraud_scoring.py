@@ -159,6 +159,7 @@ class ScoreTransactions:
             return terminal_state(terminal, event).pending
 
         examples: list[list[Any]] = []
+        joined_early: list[tuple[int, int, bool]] = []  # (terminal, tx, is_fraud)
         statuses: Counter[str] = Counter()  # labels by status, counted once a batch
         scored: list[tuple[Any, list[Any], list[float]]] = []
         newest: dict[int, int] = {}  # newest payment time per terminal in this batch
@@ -176,25 +177,32 @@ class ScoreTransactions:
                         tx_id, None, label_ms, bool(is_fraud), self.config
                     )
                     statuses[status] += 1
-                    entry = pending(terminal, event).take(tx_id)
-                    if entry is not None:  # with what was served, for the live evaluation
-                        t_ms, features, notes = entry
-                        served = [] if math.isnan(notes[0]) else [t_ms, *notes]
-                        examples.append([tx_id, int(is_fraud), features, served])
+                    if status == "applied":  # with what was served, for the live evaluation
+                        example = self._example(pending(terminal, event), tx_id, bool(is_fraud))
+                        if example is not None:
+                            examples.append(example)
                 continue
             for row in rows:
                 tx_id, t_ms, _customer, terminal, amount = row[:5]
-                by_terminal = window(terminal, event).add_transaction(tx_id, t_ms, self.config)
+                terminal_window = window(terminal, event)
+                early = terminal_window.early_label(tx_id)
+                by_terminal = terminal_window.add_transaction(tx_id, t_ms, self.config)
                 if isinstance(by_terminal, Late):
                     original = (str(row[2]).encode(), row[-1].encode())
                     await self.dead.send(event, STEP, "late", by_terminal.detail, original)
                     continue
                 features = feature_row(amount, t_ms, row[7:13], by_terminal)
                 pending(terminal, event).add(tx_id, t_ms, features)
+                if early is not None:  # its label came first: joined once it is scored
+                    joined_early.append((terminal, tx_id, early))
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
         if scored:  # before the state is written: the served scores go into pending entries
             await self._score_and_emit(scored, states)
+        for terminal, tx_id, is_fraud in joined_early:
+            example = self._example(states[terminal].pending, tx_id, is_fraud)
+            if example is not None:
+                examples.append(example)
         for terminal, state in states.items():  # changelog partition = the input's
             if terminal in newest:  # once per terminal and batch, not per payment
                 state.pending.expire(newest[terminal], self.pending_ttl_ms)
@@ -214,6 +222,17 @@ class ScoreTransactions:
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))
         m.batch_seconds.labels(STEP).observe(perf_counter() - started)
+
+    @staticmethod
+    def _example(pending: PendingFeatures, tx_id: int, is_fraud: bool) -> list[Any] | None:
+        """A label joined to the features its payment was scored with, and the scores it
+        was served (``[]`` if unknown), taking the pending entry; ``None`` without one."""
+        entry = pending.take(tx_id)
+        if entry is None:
+            return None
+        t_ms, features, notes = entry
+        served = [] if math.isnan(notes[0]) else [t_ms, *notes]
+        return [tx_id, int(is_fraud), features, served]
 
     def _restore_pending(self, terminal: int, state: TerminalState, event: Any) -> None:
         """Read back the pending entries of a terminal whose window was read from the store:

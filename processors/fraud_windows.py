@@ -58,10 +58,12 @@ __all__ = [
 ]
 
 DAY_MS: Final = 86_400_000
-LabelStatus = Literal["applied", "unknown_tx", "expired", "duplicate"]
+LabelStatus = Literal["applied", "early", "expired", "duplicate"]
 
 _FORMAT_VERSION: Final = 1
+_EARLY_VERSION: Final = 2  # a terminal window with labels waiting for their payments
 _HEADER = struct.Struct("<BI")  # format version, number of events
+_COUNT = struct.Struct("<I")
 _UNLABELLED: Final = 2**63 - 1  # ``label_at`` of a transaction without a label yet
 _GENUINE: Final = 2**63 - 2  # ``label_at`` of a transaction labelled genuine
 _LITTLE: Final = sys.byteorder == "little"
@@ -156,14 +158,20 @@ def _late(event_ms: int, newest_ms: int, grace_ms: int) -> Late:
     return Late(by_ms, newest_ms, detail)
 
 
-def _unpack(raw: bytes, width: int) -> tuple[int, int]:
-    """Number of events in a packed state, checking the version and the length."""
+def _unpack(raw: bytes, width: int, early: bool = False) -> tuple[int, int, int]:
+    """Events and early labels in a packed state, checking the version and the length;
+    early labels (24 bytes each) only where ``early`` allows them (terminal windows)."""
     if len(raw) < _HEADER.size:
         raise ValueError("window state too short")
     version, count = _HEADER.unpack_from(raw)
-    if version != _FORMAT_VERSION or len(raw) != _HEADER.size + count * width:
-        raise ValueError(f"not a version {_FORMAT_VERSION} window state of {width}-byte events")
-    return count, _HEADER.size
+    size = _HEADER.size + count * width
+    if version == _FORMAT_VERSION and len(raw) == size:
+        return count, 0, _HEADER.size
+    if early and version == _EARLY_VERSION and len(raw) >= size + _COUNT.size:
+        (waiting,) = _COUNT.unpack_from(raw, size)
+        if len(raw) == size + _COUNT.size + 24 * waiting:
+            return count, waiting, _HEADER.size
+    raise ValueError(f"not a version {_FORMAT_VERSION} window state of {width}-byte events")
 
 
 class CustomerWindow:
@@ -231,7 +239,7 @@ class CustomerWindow:
         """Restore :meth:`to_bytes` output; ``None`` (a key not in the table yet) is empty."""
         if raw is None:
             return cls()
-        n, offset = _unpack(raw, 16)
+        n, _, offset = _unpack(raw, 16)
         window = cls()
         window._times = _from_le("q", raw, offset, n)
         window._amounts = _from_le("d", raw, offset + 8 * n, n)
@@ -244,9 +252,15 @@ class TerminalWindow:
     ``label_at`` holds, per transaction, the label time of a fraud label, or a sentinel for
     "labelled genuine" or "no label yet"; a fraud counts at time ``t`` if its label time is
     ``<= t``. All three are arrays of 64-bit integers (see :class:`CustomerWindow`).
+
+    A label for a transaction not seen yet, and not beyond the horizon, is kept (``early``)
+    until its transaction arrives, which then records it: when labels are replayed beside
+    their payments, the labels topic can be read ahead of the payments. A label's time is what
+    counts, not when it was applied, so the features are the same either way. Early labels
+    leave the window with the horizon (a payment precedes its label).
     """
 
-    __slots__ = ("_ids", "_label_at", "_times")
+    __slots__ = ("_early", "_ids", "_label_at", "_times")
 
     def __init__(
         self,
@@ -257,9 +271,16 @@ class TerminalWindow:
         self._times: array[int] = array("q", times if times is not None else ())
         self._ids: array[int] = array("q", ids if ids is not None else ())
         self._label_at: array[int] = array("q", label_at if label_at is not None else ())
+        # tx id -> (label_at, label time) of a label that came before its transaction
+        self._early: dict[int, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._times)
+
+    @property
+    def early_labels(self) -> int:
+        """Labels held for transactions not seen yet."""
+        return len(self._early)
 
     def __contains__(self, tx_id: object) -> bool:
         """Whether the transaction is held (seen, and still inside the horizon)."""
@@ -272,10 +293,11 @@ class TerminalWindow:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TerminalWindow):
             return NotImplemented
-        return (self._times, self._ids, self._label_at) == (
+        return (self._times, self._ids, self._label_at, self._early) == (
             other._times,
             other._ids,
             other._label_at,
+            other._early,
         )
 
     def __repr__(self) -> str:
@@ -284,7 +306,8 @@ class TerminalWindow:
     def add_transaction(
         self, tx_id: int, tx_time_ms: int, config: FeatureConfig
     ) -> list[float] | Late:
-        """Record a transaction (once per ``tx_id``); ``[nb, risk]`` per window.
+        """Record a transaction (once per ``tx_id``, with its label if that came first:
+        :meth:`early_label`); ``[nb, risk]`` per window.
 
         A window covers ``(t - delay - w, t - delay]``; risk is the share of its transactions
         with a fraud label received by ``t`` (0 when the window is empty).
@@ -298,19 +321,35 @@ class TerminalWindow:
 
     def _record(self, tx_id: int, tx_time_ms: int, config: FeatureConfig) -> None:
         times, ids, label_at = self._times, self._ids, self._label_at
+        label = self._early.pop(tx_id, (_UNLABELLED, 0))[0] if self._early else _UNLABELLED
         if not times or tx_time_ms >= times[-1]:
             times.append(tx_time_ms)
             ids.append(tx_id)
-            label_at.append(_UNLABELLED)
+            label_at.append(label)
             cutoff = tx_time_ms - config.terminal_horizon_ms
             if times[0] <= cutoff:
                 gone = bisect_right(times, cutoff)
                 del times[:gone], ids[:gone], label_at[:gone]
+            if self._early:
+                self._expire_early(cutoff)
         else:
             at = bisect_right(times, tx_time_ms)
             times.insert(at, tx_time_ms)
             ids.insert(at, tx_id)
-            label_at.insert(at, _UNLABELLED)
+            label_at.insert(at, label)
+
+    def early_label(self, tx_id: int) -> bool | None:
+        """Whether the label that came before ``tx_id`` says fraud, or ``None`` if none did
+        (:meth:`add_transaction` records the two together)."""
+        entry = self._early.get(tx_id)
+        return None if entry is None else entry[0] != _GENUINE
+
+    def _expire_early(self, cutoff_ms: int) -> None:
+        """Drop early labels whose label time is at or before ``cutoff_ms``: their payment,
+        no later than its label, would be beyond the horizon."""
+        gone = [tx for tx, (_, label_ms) in self._early.items() if label_ms <= cutoff_ms]
+        for tx in gone:
+            del self._early[tx]
 
     def _features(self, now_ms: int, config: FeatureConfig) -> list[float]:
         times, label_at = self._times, self._label_at
@@ -338,17 +377,24 @@ class TerminalWindow:
 
         ``tx_time_ms`` (when the caller knows it) only speeds up the search; ``tx_id``
         decides. A transaction not held is ``"expired"`` if its time (or, when unknown,
-        ``label_time_ms - label_delay_ms``) is beyond the horizon, else ``"unknown_tx"``.
+        ``label_time_ms - label_delay_ms``) is beyond the horizon, else ``"early"``: the label
+        is kept until the transaction arrives (or the horizon passes the label's time).
         """
         at = self._find(tx_id, tx_time_ms)
+        label = label_time_ms if is_fraud else _GENUINE
         if at < 0:
             when = label_time_ms - config.label_delay_ms if tx_time_ms is None else tx_time_ms
             times = self._times
             expired = bool(times) and when <= times[-1] - config.terminal_horizon_ms
-            return "expired" if expired else "unknown_tx"
+            if expired:
+                return "expired"
+            if tx_id in self._early:
+                return "duplicate"
+            self._early[tx_id] = (label, label_time_ms)
+            return "early"
         if self._label_at[at] != _UNLABELLED:
             return "duplicate"
-        self._label_at[at] = label_time_ms if is_fraud else _GENUINE
+        self._label_at[at] = label
         return "applied"
 
     def _find(self, tx_id: int, tx_time_ms: int | None) -> int:
@@ -365,18 +411,36 @@ class TerminalWindow:
             return -1
 
     def to_bytes(self) -> bytes:
-        """Packed little-endian form: header, int64 times, int64 tx ids, int64 label times."""
-        header = _HEADER.pack(_FORMAT_VERSION, len(self._times))
-        return header + _le(self._times) + _le(self._ids) + _le(self._label_at)
+        """Packed little-endian form: header, int64 times, int64 tx ids, int64 label times;
+        with early labels (format 2) then their number, tx ids and ``label_at`` values, and
+        label times."""
+        early = self._early
+        version = _EARLY_VERSION if early else _FORMAT_VERSION
+        header = _HEADER.pack(version, len(self._times))
+        packed = header + _le(self._times) + _le(self._ids) + _le(self._label_at)
+        if not early:
+            return packed
+        ids = array("q", early)
+        labels = array("q", [label for label, _ in early.values()])
+        times = array("q", [at for _, at in early.values()])
+        return packed + _COUNT.pack(len(early)) + _le(ids) + _le(labels) + _le(times)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> TerminalWindow:
         """Restore :meth:`to_bytes` output; ``None`` (a key not in the table yet) is empty."""
         if raw is None:
             return cls()
-        n, offset = _unpack(raw, 24)
+        n, waiting, offset = _unpack(raw, 24, early=True)
         window = cls()
         window._times = _from_le("q", raw, offset, n)
         window._ids = _from_le("q", raw, offset + 8 * n, n)
         window._label_at = _from_le("q", raw, offset + 16 * n, n)
+        if waiting:
+            at = offset + 24 * n + _COUNT.size
+            ids = _from_le("q", raw, at, waiting)
+            labels = _from_le("q", raw, at + 8 * waiting, waiting)
+            times = _from_le("q", raw, at + 16 * waiting, waiting)
+            window._early = {
+                tx: (label, t) for tx, label, t in zip(ids, labels, times, strict=True)
+            }
         return window

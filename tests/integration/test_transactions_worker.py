@@ -138,6 +138,22 @@ def test_every_transaction_is_scored_with_exact_features_and_labels_teach_the_le
     assert learned == n + more.num_rows, worker.log_tail()
 
 
+def test_labels_published_before_their_payments_are_all_learned(
+    settings: Settings, start_worker: Callable[[Settings, str], Worker]
+) -> None:
+    """A replay can deliver labels ahead of their payments (the extreme: all of them first);
+    each is kept with its terminal until its payment is scored, then learned."""
+    table = small_table(customers=40, days=8, seed=5)
+    n = table.num_rows
+    worker = start_worker(settings, "transactions")
+    worker.wait_assigned(settings.topics.transactions)
+    assert publish_transactions(settings, table, kinds=("label",)).labels == n
+    publish_transactions(settings, table, kinds=("tx",))
+    preds = read_topic(settings, settings.topics.predictions, lambda r: len(r) >= n, 120)
+    assert len(preds) == n, worker.log_tail()
+    assert _learned(settings, until=n) == n, worker.log_tail()
+
+
 def _learned(settings: Settings, until: int, timeout_s: float = 120.0) -> int:
     """The learned count of the newest learner checkpoint, waiting for ``until``."""
     import asyncio

@@ -110,7 +110,7 @@ def row(tx_id: int, t_ms: int, amount: float, terminal: int = 3) -> list[Any]:
     return [tx_id, t_ms, 7, terminal, amount, 0.0, 0.0, *customer6, '{"raw": 1}']
 
 
-STATUSES = ("applied", "duplicate", "unknown_tx")
+STATUSES = ("applied", "duplicate", "early")
 
 
 def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(home: Path) -> None:
@@ -128,7 +128,7 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert [count("streamwise_labels_total", {"step": STEP, "status": s}) for s in STATUSES] == [
         1.0,  # the first label of payment 2
         1.0,  # its second
-        1.0,  # a payment this terminal never saw
+        1.0,  # a payment this terminal has not seen (yet)
     ]
     assert count("streamwise_training_examples_total", {"step": STEP}) == 1.0
     (training,) = out.on(names["training"])
@@ -146,6 +146,27 @@ def test_each_transaction_is_scored_once_and_its_label_joins_what_was_scored(hom
     assert p["model_versions"]["champion"] == "blend:0.3"
     assert p["model_versions"]["challenger"] == "blend:0.6"
     assert "score_challenger" in p["features"]
+
+
+def test_a_label_read_before_its_payment_teaches_the_learner_once_the_payment_is_scored(
+    home: Path,
+) -> None:
+    step, out, names = scorer(home)
+    t = int(T0.timestamp() * 1000)
+    label = [[5, 3, 1, t + 7 * 86_400_000]]
+    run(step, [internal(names["labels"], "labels", label, 0)])
+    assert out.on(names["training"]) == []  # nothing to join yet
+    run(step, [internal(names["tx"], "rows", [row(5, t, 50.0)], 1)])
+    (pred,) = [orjson.loads(s.value) for s in out.on("predictions")]
+    (training,) = out.on(names["training"])
+    ((tx_id, is_fraud, features, served),) = decode_rows(training.value, "examples")
+    assert (tx_id, is_fraud) == (5, 1)
+    assert [round(f, 6) for f in features] == [pred["features"][n] for n in FEATURE_NAMES]
+    assert served[:2] == [t, 7]  # with the scores it was served
+    assert round(served[4], 6) == pred["score"]
+    count = step.metrics.registry.get_sample_value
+    assert count("streamwise_labels_total", {"step": STEP, "status": "early"}) == 1.0
+    assert count("streamwise_training_examples_total", {"step": STEP}) == 1.0
 
 
 def test_pending_features_are_stored_by_transaction_and_read_back_after_a_restart(

@@ -125,12 +125,15 @@ label_offsets = st.one_of(near, near, hours(-24, 40 * 24), st.integers(-DAY_MS, 
 
 
 def operations(config: FeatureConfig) -> st.SearchStrategy[list[tuple[Any, ...]]]:
-    """Transactions (new, or a repeat of an earlier one) and labels (of one, or of none)."""
+    """Transactions (new, or a repeat of an earlier one) and labels (of one, of one still to
+    come, or of none)."""
     return st.lists(
         st.one_of(
             st.tuples(st.just("tx"), steps(config, backward=True)),
             st.tuples(st.just("tx"), steps(config, backward=False)),
             st.tuples(st.just("dup"), st.integers(0, 60)),
+            # a label read ahead of its payment: one of the next few transactions
+            st.tuples(st.just("ahead"), st.integers(1, 3), st.booleans(), label_offsets),
             st.tuples(
                 st.just("label"),
                 st.integers(0, 60),  # which transaction (one past the last: an unknown one)
@@ -156,6 +159,9 @@ def concrete(ops: list[tuple[Any, ...]], config: FeatureConfig) -> list[tuple[An
             out.append(("tx", *sent[-1]))
         elif op[0] == "dup" and sent:
             out.append(("tx", *sent[op[1] % len(sent)]))
+        elif op[0] == "ahead":
+            _, later, fraud, offset = op
+            out.append(("label", len(sent) + later, None, clock + offset, fraud))
         elif op[0] == "label":
             _, pick, fraud, offset, hinted, from_clock = op
             pick %= len(sent) + 1
@@ -177,6 +183,7 @@ def terminal_brute_force(
     events: list[tuple[Any, ...]], config: FeatureConfig
 ) -> Iterator[Observed | str]:
     recorded: dict[int, Held] = {}
+    early: dict[int, tuple[bool, int]] = {}  # labels of payments not seen yet
     newest: int | None = None
     for event in events:
         if event[0] == "tx":
@@ -184,8 +191,15 @@ def terminal_brute_force(
             if newest is not None and t < newest - config.grace_ms:
                 yield ("late", newest - config.grace_ms - t, newest)
                 continue
-            recorded.setdefault(tx_id, Held(t))
+            if tx_id not in recorded:
+                recorded[tx_id] = Held(t)
+                if tx_id in early:  # its label came first
+                    fraud, label_time = early.pop(tx_id)
+                    recorded[tx_id].labelled = True
+                    recorded[tx_id].fraud_at = label_time if fraud else None
             newest = t if newest is None else max(newest, t)
+            horizon_edge = newest - config.terminal_horizon_ms
+            early = {tx: e for tx, e in early.items() if e[1] > horizon_edge}
             edge, row = t - config.label_delay_ms, []
             for days in config.windows_days:
                 inside = [h for h in recorded.values() if edge - days * DAY_MS < h.time <= edge]
@@ -204,7 +218,13 @@ def terminal_brute_force(
                 yield "applied"
             continue
         when = label_time - config.label_delay_ms if hint is None else hint
-        yield "expired" if cutoff is not None and when <= cutoff else "unknown_tx"
+        if cutoff is not None and when <= cutoff:
+            yield "expired"
+        elif tx_id in early:
+            yield "duplicate"
+        else:
+            early[tx_id] = (fraud, label_time)
+            yield "early"
 
 
 def apply(window: TerminalWindow, event: tuple[Any, ...], config: FeatureConfig) -> Observed | str:

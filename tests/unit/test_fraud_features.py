@@ -262,12 +262,43 @@ def test_terminal_duplicate_transaction_is_counted_once() -> None:
 
 def test_label_statuses() -> None:
     terminal = TerminalWindow()
-    assert terminal.add_label(1, None, T0, True, CONFIG) == "unknown_tx"  # nothing held
+    assert terminal.add_label(9, None, T0, True, CONFIG) == "early"  # nothing held yet
+    assert terminal.add_label(9, None, T0, False, CONFIG) == "duplicate"  # the first is kept
     terminal.add_transaction(1, T0 - DELAY - HOUR, CONFIG)
-    assert terminal.add_label(9, T0, T0, True, CONFIG) == "unknown_tx"
     assert terminal.add_label(1, T0 - DELAY - HOUR, T0 - HOUR, True, CONFIG) == "applied"
     assert terminal.add_label(1, None, T0 - HOUR, False, CONFIG) == "duplicate"
     assert terminal.add_transaction(2, T0, CONFIG) == [1.0, 1.0] * 3  # the first label won
+    horizon = CONFIG.terminal_horizon_ms
+    assert terminal.add_label(5, T0 - horizon, T0, True, CONFIG) == "expired"
+    assert terminal.early_labels == 1  # payment 9's, still waiting
+
+
+def test_a_label_that_came_before_its_payment_counts_from_its_label_time() -> None:
+    early, in_order = TerminalWindow(), TerminalWindow()
+    assert early.add_label(1, None, T0 - HOUR // 2, True, CONFIG) == "early"
+    assert early.early_label(1) is True
+    assert early.add_transaction(1, T0 - DELAY - HOUR, CONFIG) == [0.0] * 6
+    assert early.early_label(1) is None  # recorded with its payment
+    in_order.add_transaction(1, T0 - DELAY - HOUR, CONFIG)
+    in_order.add_label(1, None, T0 - HOUR // 2, True, CONFIG)
+    assert early == in_order
+    assert early.add_transaction(2, T0, CONFIG) == [1.0, 1.0] * 3
+    assert early.add_transaction(3, T0 - HOUR, CONFIG) == [1.0, 0.0] * 3  # not known yet then
+
+
+def test_an_early_label_is_kept_in_the_bytes_and_leaves_with_the_horizon() -> None:
+    terminal = TerminalWindow()
+    terminal.add_transaction(1, T0, CONFIG)
+    assert terminal.add_label(2, None, T0 + HOUR, False, CONFIG) == "early"
+    raw = terminal.to_bytes()
+    again = TerminalWindow.from_bytes(raw)
+    assert again == terminal
+    assert again.early_label(2) is False
+    assert TerminalWindow.from_bytes(TerminalWindow().to_bytes()) == TerminalWindow()
+    with pytest.raises(ValueError, match="window state"):
+        TerminalWindow.from_bytes(raw[:-1])
+    again.add_transaction(3, T0 + HOUR + CONFIG.terminal_horizon_ms, CONFIG)
+    assert again.early_labels == 0  # its payment would be beyond the horizon now
 
 
 def test_label_found_by_id_when_the_time_hint_is_wrong() -> None:
@@ -284,7 +315,7 @@ def test_labels_beyond_the_horizon_are_expired() -> None:
     assert 1 not in terminal
     assert terminal.add_label(1, T0, T0 + DELAY, True, CONFIG) == "expired"
     assert terminal.add_label(1, None, T0 + DELAY, True, CONFIG) == "expired"
-    assert terminal.add_label(3, None, T0 + DELAY + 1, True, CONFIG) == "unknown_tx"
+    assert terminal.add_label(3, None, T0 + DELAY + 1, True, CONFIG) == "early"
     assert terminal.add_label(2, None, T0 + horizon + DELAY, True, CONFIG) == "applied"
 
 
