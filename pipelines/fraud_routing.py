@@ -21,9 +21,8 @@ from pipelines.outputs import Outputs
 from pipelines.settings import Settings
 from pipelines.steps import guarded, split_events
 from pipelines.table_state import load, save
-from processors.formatting import epoch_ms
 from processors.fraud_features import CustomerWindow, FeatureConfig, Late, transaction_flags
-from processors.schemas import decode_label, decode_transaction_row
+from processors.schemas import decode_label_row, decode_transaction_row
 
 __all__ = ["CUSTOMER_STEP", "LABEL_STEP", "CustomerFeatures", "RouteLabels"]
 
@@ -130,14 +129,11 @@ class RouteLabels(_Forwarder):
 
     async def handle(self, events: Sequence[Any]) -> None:
         valid, rejected = split_events(
-            events, self.settings.worker.max_event_bytes, lambda raw, _: decode_label(raw)
+            events, self.settings.worker.max_event_bytes, lambda raw, _: decode_label_row(raw)
         )
         for event, why in rejected:
             await self.dead.send(event, LABEL_STEP, why.reason, why.detail)
-        rows = [
-            (lb.terminal_id, [lb.tx_id, lb.terminal_id, int(lb.is_fraud), epoch_ms(lb.label_time)])
-            for _, lb in valid
-        ]
+        rows = [(label[1], list(label)) for _, label in valid]
         await self.forward("labels", rows)
         self.metrics.events.labels(LABEL_STEP, "ok").inc(len(valid))
         self.metrics.events.labels(LABEL_STEP, "dead_letter").inc(len(rejected))

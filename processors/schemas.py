@@ -28,6 +28,7 @@ __all__ = [
     "Alert",
     "DeadLetter",
     "Label",
+    "LabelRow",
     "ModelMetrics",
     "Prediction",
     "Rejected",
@@ -35,6 +36,7 @@ __all__ = [
     "TransactionRow",
     "decode_dead_letter",
     "decode_label",
+    "decode_label_row",
     "decode_transaction",
     "decode_transaction_checked",
     "decode_transaction_row",
@@ -393,31 +395,60 @@ def decode_transaction_row(raw: bytes) -> TransactionRow | Rejected:
 
 def _short_path(raw: bytes) -> tuple[int, datetime, int, int, float] | None:
     """The fields of a well-formed ``transaction/1`` record, or ``None``: check it in full."""
+    data = _loaded(raw, TRANSACTION_SCHEMA)
+    if data is None:
+        return None
+    ids, amount = _plain_ids(data), data.get("amount")
+    if (
+        ids is not None
+        and (type(amount) is float or type(amount) is int)
+        and 0 <= amount <= _MAX_AMOUNT  # False for NaN
+    ):
+        tx_time = _plain_utc(data.get("tx_time"))
+        if tx_time is not None:
+            return ids[0], tx_time, ids[1], ids[2], float(amount)
+    return None
+
+
+def _loaded(raw: bytes, schema: str) -> dict[str, Any] | None:
+    """The JSON object of ``raw`` if it claims ``schema`` (or none), else ``None``."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is dict and data.get("schema", TRANSACTION_SCHEMA) == TRANSACTION_SCHEMA:
-        tx_id, customer_id = data.get("tx_id"), data.get("customer_id")
-        terminal_id, amount, when = data.get("terminal_id"), data.get("amount"), data.get("tx_time")
-        if (
-            type(tx_id) is int
-            and type(customer_id) is int
-            and type(terminal_id) is int
-            and tx_id >= 0
-            and customer_id >= 0
-            and terminal_id >= 0
-            and type(when) is str
-            and (type(amount) is float or type(amount) is int)
-            and 0 <= amount <= _MAX_AMOUNT  # False for NaN
-        ):
-            try:
-                tx_time = datetime.fromisoformat(when)
-            except ValueError:
-                return None
-            if tx_time.tzinfo is UTC:
-                return tx_id, tx_time, customer_id, terminal_id, float(amount)
+    if type(data) is dict and data.get("schema", schema) == schema:
+        return data
     return None
+
+
+def _plain_ids(data: dict[str, Any]) -> tuple[int, int, int] | None:
+    """``tx_id``, ``customer_id``, ``terminal_id`` if each is an int >= 0 (not a bool)."""
+    tx_id, customer_id, terminal_id = (
+        data.get("tx_id"),
+        data.get("customer_id"),
+        data.get("terminal_id"),
+    )
+    if (
+        type(tx_id) is int
+        and type(customer_id) is int
+        and type(terminal_id) is int
+        and tx_id >= 0
+        and customer_id >= 0
+        and terminal_id >= 0
+    ):
+        return tx_id, customer_id, terminal_id
+    return None
+
+
+def _plain_utc(value: object) -> datetime | None:
+    """An RFC 3339 string in UTC (``Z`` or ``+00:00``) as a datetime, else ``None``."""
+    if type(value) is not str:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is UTC else None
 
 
 def decode_transaction_checked(raw: bytes) -> Transaction | Rejected:
@@ -459,6 +490,29 @@ def decode_label(raw: bytes) -> Label | Rejected:
     if not isinstance(is_fraud, bool):
         return Rejected("bad_type", f"field 'is_fraud' must be true or false, got {is_fraud!r:.40}")
     return Label(tx_id, customer_id, terminal_id, is_fraud, label_time)
+
+
+LabelRow = tuple[int, int, int, int]
+"""``(tx_id, terminal_id, is_fraud as 0/1, label_time_ms)``: :func:`decode_label_row`."""
+
+
+def decode_label_row(raw: bytes) -> LabelRow | Rejected:
+    """:func:`decode_label` as the numbers a router needs, the time in epoch milliseconds.
+
+    A well-formed ``transaction-label/1`` record takes a short path (about 2 µs instead of
+    5: a few checks in line, no :class:`Label`); anything else goes through
+    :func:`decode_label`, whose checks say what is wrong. Both give the same result, which a
+    property test checks."""
+    data = _loaded(raw, LABEL_SCHEMA)
+    if data is not None:
+        ids, is_fraud = _plain_ids(data), data.get("is_fraud")
+        label_time = _plain_utc(data.get("label_time"))
+        if ids is not None and type(is_fraud) is bool and label_time is not None:
+            return ids[0], ids[2], int(is_fraud), epoch_ms(label_time)
+    label = decode_label(raw)
+    if isinstance(label, Rejected):
+        return label
+    return label.tx_id, label.terminal_id, int(label.is_fraud), epoch_ms(label.label_time)
 
 
 def decode_dead_letter(raw: bytes) -> DeadLetter | Rejected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from processors.schemas import (
     Rejected,
     Transaction,
     decode_label,
+    decode_label_row,
     decode_transaction,
     decode_transaction_checked,
     decode_transaction_row,
@@ -181,10 +183,15 @@ def test_the_short_path_of_transaction_decoding_agrees_with_the_checked_one(
     odd: set[str], data: st.DataObject
 ) -> None:
     """One or two fields changed (or dropped) at a time, the rest valid."""
-    record = {k: data.draw(_odd_values, label=k) if k in odd else v for k, v in _valid.items()}
-    raw = orjson.dumps({k: v for k, v in record.items() if v is not _MISSING})
+    raw = _with_odd_fields(_valid, odd, data)
     assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))
     assert_row_agrees(raw)
+
+
+def _with_odd_fields(valid: dict[str, Any], odd: set[str], data: st.DataObject) -> bytes:
+    """``valid`` as JSON with the ``odd`` fields given drawn values (or dropped)."""
+    record = {k: data.draw(_odd_values, label=k) if k in odd else v for k, v in valid.items()}
+    return orjson.dumps({k: v for k, v in record.items() if v is not _MISSING})
 
 
 def assert_row_agrees(raw: bytes) -> None:
@@ -203,3 +210,35 @@ def assert_row_agrees(raw: bytes) -> None:
 def test_the_short_path_agrees_on_what_is_not_an_object(raw: bytes) -> None:
     assert repr(decode_transaction(raw)) == repr(decode_transaction_checked(raw))
     assert_row_agrees(raw)
+    assert_label_row_agrees(raw)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_valid_label = {
+    "schema": "transaction-label/1",
+    "tx_id": 7,
+    "customer_id": 1,
+    "terminal_id": 2,
+    "is_fraud": True,
+    "label_time": "2018-04-08T00:07:56.250Z",
+}
+
+
+@settings(max_examples=1000)
+@given(st.sets(st.sampled_from(list(_valid_label)), max_size=2), st.data())
+def test_the_short_path_of_label_decoding_agrees_with_the_checked_one(
+    odd: set[str], data: st.DataObject
+) -> None:
+    """One or two fields changed (or dropped) at a time, the rest valid."""
+    assert_label_row_agrees(_with_odd_fields(_valid_label, odd, data))
+
+
+def assert_label_row_agrees(raw: bytes) -> None:
+    """The label's numbers say what the checked decoder says, the time in epoch ms."""
+    label, row = decode_label(raw), decode_label_row(raw)
+    if isinstance(label, Rejected):
+        assert repr(row) == repr(label)
+    else:
+        t_ms = (label.label_time - _EPOCH) // timedelta(milliseconds=1)
+        assert row == (label.tx_id, label.terminal_id, int(label.is_fraud), t_ms)
+        assert all(type(v) is int for v in row)
