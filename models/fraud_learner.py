@@ -58,6 +58,11 @@ class LearnerConfig:
     l2: float = 0.0
 
 
+def _sigmoid(z: float) -> float:
+    """River's clamped logistic function of a linear score."""
+    return 0.0 if z < -30 else 1.0 if z > 30 else 1 / (1 + math.exp(-z))
+
+
 class OnlineFraudLearner:
     """One writer's River pipeline; ``version`` counts the labels it has learned."""
 
@@ -112,29 +117,40 @@ class OnlineFraudLearner:
             return None
         return scaler, regression
 
-    def predict_one(self, features: Sequence[float]) -> float:
-        """Fraud probability of one row, as River's ``predict_proba_one`` computes it (a test
-        checks the bits): about 4 µs in plain Python, against 11 µs through River's dicts and
-        60 µs for a one-row :meth:`predict_batch` (numpy's cost per call, a feature at a time).
-        """
+    def _linear_terms(self) -> tuple[list[tuple[int, float, float, float]], float] | None:
+        """River's linear score of the plain pipeline as ``(feature index, weight, mean,
+        std)`` for each weighted feature in feature order (std 0.0: no variance, the feature
+        scales to 0.0), and the intercept; ``None`` for another pipeline shape."""
         parts = self._plain_parts()
         if parts is None:
-            return float(self.model.predict_proba_one(self._row(features)).get(True, 0.0))
+            return None
         scaler, regression = parts
         weights = regression._weights.to_dict()
         means, variances = scaler.means, scaler.vars
-        z = 0.0
-        for name, value in zip(self.feature_names, features, strict=True):
+        terms = []
+        for j, name in enumerate(self.feature_names):
             weight = weights.get(name)
             if weight is None:
                 continue
             var = variances.get(name, 0.0)  # .get: River's [] would add the key
-            if var:
-                z = z + weight * ((float(value) - means.get(name, 0.0)) / var**0.5)
-            else:
-                z = z + weight * 0.0
-        z = z + regression.intercept
-        return 0.0 if z < -30 else 1.0 if z > 30 else 1 / (1 + math.exp(-z))
+            terms.append((j, weight, means.get(name, 0.0), var**0.5 if var else 0.0))
+        return terms, regression.intercept
+
+    def predict_one(self, features: Sequence[float]) -> float:
+        """Fraud probability of one row, as River's ``predict_proba_one`` computes it (a test
+        checks the bits): about 6-8 µs in plain Python, against 11 µs through River's dicts and
+        60 µs for a one-row :meth:`predict_batch` (numpy's cost per call, a feature at a time).
+        """
+        linear = self._linear_terms()
+        if linear is None:
+            return float(self.model.predict_proba_one(self._row(features)).get(True, 0.0))
+        if len(features) != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} features, got {len(features)}")
+        terms, intercept = linear
+        z = 0.0
+        for j, weight, mean, std in terms:
+            z = z + weight * ((float(features[j]) - mean) / std) if std else z + weight * 0.0
+        return _sigmoid(z + intercept)
 
     def _predict_columns(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
         """River's ``predict_proba_one`` for every row, a feature at a time over the batch.
@@ -146,26 +162,15 @@ class OnlineFraudLearner:
         ``math.exp``) give bit-identical scores, which a test checks against River. Another
         pipeline shape returns ``None`` (River is asked row by row).
         """
-        parts = self._plain_parts()
-        if parts is None:
+        linear = self._linear_terms()
+        if linear is None:
             return None
-        scaler, regression = parts
-        weights = regression._weights.to_dict()
-        means, variances = scaler.means, scaler.vars
+        terms, intercept = linear
         z = np.zeros(len(x), dtype=np.float64)
-        for j, name in enumerate(self.feature_names):
-            weight = weights.get(name)
-            if weight is None:
-                continue
-            var = variances.get(name, 0.0)  # .get: River's [] would add the key
-            if var:
-                z = z + weight * ((x[:, j] - means.get(name, 0.0)) / var**0.5)
-            else:
-                z = z + weight * 0.0
-        z = z + regression.intercept
-        exp = math.exp
-        scores = [0.0 if v < -30 else 1.0 if v > 30 else 1 / (1 + exp(-v)) for v in z.tolist()]
-        return np.asarray(scores, dtype=np.float64)
+        for j, weight, mean, std in terms:
+            z = z + weight * ((x[:, j] - mean) / std) if std else z + weight * 0.0
+        z = z + intercept
+        return np.asarray([_sigmoid(v) for v in z.tolist()], dtype=np.float64)
 
     def learn(self, features: Sequence[float] | npt.NDArray[np.float64], is_fraud: bool) -> None:
         """One labelled transaction, one SGD step.
