@@ -22,9 +22,10 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
    window is as full as it stays in production. Once it has predicted all of it and learned
    its labels, the measured transactions and the labels due among them are published at
    once, as a backlog; the throughput is the transactions over the time from the first send
-   to the last prediction (Kafka timestamps), or to when the learner's count (its
-   ``streamwise_learner_examples`` metric, polled every 50 ms) reached the labels sent, if
-   that came later, so that every stage's work on them, and nothing else, falls in it.
+   to the last prediction (Kafka timestamps), or to when the scorer had handled the labels
+   sent and the learner had learned every example the scorer sent it (the worker's
+   metrics, polled every 50 ms), if that came later, so that every stage's work on them,
+   and nothing else, falls in it.
    (Taking the first and last prediction instead let the first stage's lead over the
    second, 10,000-30,000 payments, fall outside the window. Without history,
    ``--warm-days 0``, the measured load is pre-loaded and that is what is measured.)
@@ -329,7 +330,7 @@ async def _send_rows(
     )
     await producer.start()
     sent: dict[str, int] = {}
-    txs = sum(kind == "tx" for kind, *_ in items)
+    txs = len(items) - label_count(items)
     item_rate = None if rate is None else rate * len(items) / max(txs, 1)
     try:
         deliveries: list[asyncio.Future[Any]] = []
@@ -810,7 +811,7 @@ def run_bench(
         backlog, _ = labels_of(backlog, known)
         known |= {tx_id for tx_id, _, _ in transactions(backlog)}
         spare, _ = labels_of(spare, known)
-        passthrough_load = [item for item in backlog if item[0] == "tx"]
+        passthrough_load, _ = labels_of(backlog, set())  # its transactions only
         produce_rate = _preload(main, {"tx": passthrough_in}, passthrough_load)
         if history:
             produce_rate = _preload(main, _topics_of(main), history)
