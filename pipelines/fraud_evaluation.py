@@ -27,7 +27,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from models.fraud_learner import OnlineFraudLearner
 from pipelines.metrics import StepMetrics
 from pipelines.settings import Settings, TransactionSettings
 from processors.fraud_drift import Drift, DriftConfig, DriftWatch
@@ -93,14 +92,15 @@ class QualityMonitor:
     def policies(self) -> Policies:
         return self.quality.policies
 
-    def before_learn(self, learner: OnlineFraudLearner, example: list[Any]) -> None:
-        """Predict ``example`` before it is learned and feed the prequential error."""
-        _tx_id, is_fraud, features, *scored = example
-        when = int(scored[0][0]) if scored and scored[0] else max(self.quality.watermark, 0)
-        p = learner.predict_one(features)
-        found = self.drift.error(abs(float(is_fraud) - p), when)
-        if found is not None:
-            self.found.append(found)
+    def prequential(self, examples: list[list[Any]], scores: list[float]) -> None:
+        """Feed ADWIN the prequential error of each example: its label against the score the
+        learner gave it just before learning it (``OnlineFraudLearner.learn_prequential``)."""
+        for example, p in zip(examples, scores, strict=True):
+            _tx_id, is_fraud, _features, *scored = example
+            when = int(scored[0][0]) if scored and scored[0] else max(self.quality.watermark, 0)
+            found = self.drift.error(abs(float(is_fraud) - p), when)
+            if found is not None:
+                self.found.append(found)
 
     def after_batch(self, examples: list[list[Any]], version: str, now: float) -> list[Record]:
         """Metrics, promotions and drifts of a learned batch, as records to send."""

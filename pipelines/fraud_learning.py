@@ -270,9 +270,10 @@ class LearnFraud:
         monitor, now = self.monitor, monotonic()
 
         def learn() -> tuple[bytes, list[tuple[str, bytes, bytes]]]:
-            for example in todo:  # [tx_id, is_fraud, features, scored (optional)]
-                monitor.before_learn(learner, example)  # prequential: predict, then learn
-                learner.learn(example[2], bool(example[1]))
+            # [tx_id, is_fraud, features, scored (optional)]; each predicted, then learned
+            flags = [bool(example[1]) for example in todo]
+            scores = learner.learn_prequential([example[2] for example in todo], flags)
+            monitor.prequential(todo, scores)
             records = monitor.after_batch(todo, learner.version, now)
             return encode_snapshot(learner, covered, monitor.to_meta()), records
 

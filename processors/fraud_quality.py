@@ -187,6 +187,21 @@ class _Day:
     river: list[float] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
     card: dict[str, float] = field(default_factory=dict)  # once closed: card P@k per model
+    _arrays: tuple[Any, ...] = ()  # (rows, customer, y, onnx, river, score) as last converted
+
+    def arrays(self) -> tuple[Any, ...]:
+        """The day's columns as arrays, converted again only after rows were added: a day
+        is read at each close and promotion of the next days."""
+        if not self._arrays or self._arrays[0] != len(self.y):
+            self._arrays = (
+                len(self.y),
+                np.asarray(self.customer, dtype=np.int64),
+                np.asarray(self.y, dtype=np.bool_),
+                np.asarray(self.onnx, dtype=np.float64),
+                np.asarray(self.river, dtype=np.float64),
+                np.asarray(self.score, dtype=np.float64),
+            )
+        return self._arrays[1:]
 
 
 class _Columns(NamedTuple):
@@ -291,22 +306,15 @@ class FraudQuality:
         return Promotion(day, p, self.policies, champion, challenger, margin, window, size, frauds)
 
     def _columns(self, days: Iterable[int]) -> _Columns:
-        picked = [(d, self.days[d]) for d in days]
-
-        def cat(name: str, dtype: Any) -> Any:
-            parts = [np.asarray(getattr(x, name), dtype=dtype) for _, x in picked]
-            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-        sizes = [len(x.y) for _, x in picked]
+        picked = [(d, self.days[d].arrays()) for d in days]
+        sizes = [len(arrays[1]) for _, arrays in picked]
         day = np.repeat(np.array([d for d, _ in picked], dtype=np.int64), sizes)
-        return _Columns(
-            day,
-            cat("customer", np.int64),
-            cat("y", np.bool_),
-            cat("onnx", np.float64),
-            cat("river", np.float64),
-            cat("score", np.float64),
-        )
+        dtypes = (np.int64, np.bool_, np.float64, np.float64, np.float64)
+        columns = [
+            np.concatenate([arrays[i] for _, arrays in picked]) if picked else np.zeros(0, dtype)
+            for i, dtype in enumerate(dtypes)
+        ]
+        return _Columns(day, *columns)
 
     def _scores(self, cols: _Columns) -> dict[str, npt.NDArray[np.float64]]:
         challenger = self.policies.challenger

@@ -317,3 +317,71 @@ def test_the_learners_steps_learn_exactly_what_rivers_pipeline_learns() -> None:
     assert ours_lr.intercept == river_lr.intercept
     rows = features(50, seed=6)
     assert ours.predict_batch(rows).tobytes() == river.predict_batch(rows).tobytes()
+
+
+def _river_state(learner: OnlineFraudLearner) -> tuple[Any, ...]:
+    scaler, regression = learner.model.steps.values()
+    return (
+        dict(scaler.counts),
+        dict(scaler.means),
+        dict(scaler.vars),
+        regression._weights.to_dict(),
+        regression.intercept,
+        regression.optimizer.n_iterations,
+        learner.learned,
+    )
+
+
+@pytest.mark.parametrize("warm", [0, 1, 300])
+def test_prequential_learning_is_rivers_predict_then_learn_bit_for_bit(warm: int) -> None:
+    """learn_prequential steps lists, not River's dicts: River, row by row, must agree."""
+    x = features(1500, seed=21)
+    x[::3, 6] = 0.0  # a column with ties and zeros
+    x[:, 1] = 1.0  # a constant column: no variance, scaled to 0.0
+    y = labels(x, seed=21).astype(bool)
+    ours, river = OnlineFraudLearner(), OnlineFraudLearner()
+    for model in (ours, river):
+        model.learn_many(x[:warm], y[:warm])
+    scores = ours.learn_prequential(x[warm:].tolist(), y[warm:].tolist())
+    expected = []
+    for row, flag in zip(x[warm:].tolist(), y[warm:].tolist(), strict=True):
+        expected.append(river.model.predict_proba_one(river._row(row)).get(True, 0.0))
+        river.model.learn_one(river._row(row), flag)
+        river.learned += 1
+    assert np.asarray(scores).tobytes() == np.asarray(expected, np.float64).tobytes()
+    assert _river_state(ours) == _river_state(river)
+    assert ours.predict_batch(FIXED).tobytes() == river.predict_batch(FIXED).tobytes()
+
+
+def test_prequential_learning_of_another_pipeline_goes_row_by_row() -> None:
+    """An L2 penalty is outside the plain SGD step; River learns it row by row instead."""
+    from river import linear_model, optim
+
+    x = features(400, seed=22)
+    y = labels(x, seed=22).astype(bool)
+    ours, river = OnlineFraudLearner(), OnlineFraudLearner()
+    for model in (ours, river):
+        scaler = model.model["StandardScaler"]
+        model.model = scaler | linear_model.LogisticRegression(optim.SGD(0.005), l2=0.01)
+    assert ours._sgd_parts() is None
+    scores = ours.learn_prequential(x.tolist(), y.tolist())
+    expected = []
+    for row, flag in zip(x.tolist(), y.tolist(), strict=True):
+        expected.append(river.model.predict_proba_one(river._row(row)).get(True, 0.0))
+        river.model.learn_one(river._row(row), flag)
+    assert scores == expected
+    assert ours.learned == 400
+    assert ours.predict_batch(FIXED).tobytes() == river.predict_batch(FIXED).tobytes()
+
+
+def test_prequential_learning_checks_every_row_before_learning_any() -> None:
+    learner = OnlineFraudLearner()
+    learner.learn_many(FIXED[:10], [True, False] * 5)
+    before = learner.to_bytes()
+    rows = [*FIXED[:3].tolist(), FIXED[3, :14].tolist()]
+    with pytest.raises(ValueError, match="expected 15 features, got 14"):
+        learner.learn_prequential(rows, [True] * 4)
+    with pytest.raises(ValueError, match="3 rows do not match 2 labels"):
+        learner.learn_prequential(FIXED[:3].tolist(), [True, False])
+    assert learner.learn_prequential([], []) == []
+    assert learner.to_bytes() == before
