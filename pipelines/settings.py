@@ -87,6 +87,11 @@ class WorkerSettings(BaseModel):
     loglevel: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
+    # Python's thread switch interval in the worker (sys.setswitchinterval). A thread that
+    # runs Python (the fraud learner, River scoring) keeps the GIL this long before the event
+    # loop, back from a socket read, gets it: at Python's 5 ms the loop waited on it batch
+    # after batch (see docs/operations.md).
+    switch_interval_s: float = Field(default=0.0005, ge=0.0001, le=0.1)
 
 
 class Settings(BaseSettings):

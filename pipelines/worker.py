@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,7 @@ def _tune_gc() -> None:
 def run_worker(settings: Settings, pipeline: str) -> None:
     """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
     _ensure_topics(settings)
+    sys.setswitchinterval(settings.worker.switch_interval_s)
     if settings.processing_guarantee == "exactly_once":
         log.warning(
             "exactly_once: Faust commits offsets in Kafka transactions, but predictions, alerts"

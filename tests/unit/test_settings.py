@@ -42,6 +42,7 @@ def test_environment_with_nested_groups(monkeypatch: pytest.MonkeyPatch) -> None
         ("STREAMWISE_PROCESSING_GUARANTEE", "at_most_once"),
         ("STREAMWISE_TRANSACTIONS__ALERT_THRESHOLD", "1.5"),
         ("STREAMWISE_WORKER__WEB_PORT", "70000"),
+        ("STREAMWISE_WORKER__SWITCH_INTERVAL_S", "0"),
         ("STREAMWISE_APP_PREFIX", "has space"),
     ],
 )
@@ -87,3 +88,27 @@ def test_to_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> N
     for name, value in original.to_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+def test_a_worker_sets_its_thread_switch_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_worker sets the GIL's switch interval from settings before it builds the app."""
+    import sys
+
+    from pipelines import worker
+
+    class Built(Exception):
+        pass
+
+    def stop(*_: object) -> None:
+        raise Built
+
+    monkeypatch.setattr(worker, "_ensure_topics", lambda settings: None)
+    monkeypatch.setattr(worker, "build_app", stop)
+    monkeypatch.setenv("STREAMWISE_WORKER__SWITCH_INTERVAL_S", "0.002")
+    before = sys.getswitchinterval()
+    try:
+        with pytest.raises(Built):
+            worker.run_worker(Settings(), "transactions")
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
