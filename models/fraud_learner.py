@@ -1,8 +1,9 @@
 """The online fraud learner: River ``StandardScaler | LogisticRegression`` on delayed labels.
 
 Scoring and learning are separate calls: :meth:`OnlineFraudLearner.predict_batch` never
-changes the model, :meth:`~OnlineFraudLearner.learn` is called when a label arrives (a week
-after the payment). Rows are the 15 handbook features in
+changes the model; a label (a week after the payment) is learned with
+:meth:`~OnlineFraudLearner.learn_prequential`, a batch of labels at a time, one SGD step per
+example, or :meth:`~OnlineFraudLearner.learn`, one example. Rows are the 15 handbook features in
 :data:`processors.fraud_features.FEATURE_NAMES` order; River sees them as a dict by name.
 
 Plain SGD at 0.005 with no class weight ranked the handbook test week best (AUC 0.878, AP

@@ -1,7 +1,8 @@
 """The online learner: one writer, checkpointed in a compacted topic that every scorer reads.
 
 ``learn-fraud`` consumes ``fraud-training`` (one partition, so one worker in the group owns
-it, whichever it is) and calls ``learn`` once per labelled example, in order. After each batch
+it, whichever it is) and learns each labelled example once, in order (a batch at a time,
+``OnlineFraudLearner.learn_prequential``: one SGD step per example). After each batch
 it publishes a snapshot (the River model and the offset of the last example it covers) to the
 compacted ``fraud-learner`` topic, and only then is the batch acked. A restarted learner loads
 the newest snapshot and skips examples the snapshot already covers, so the learned count is
