@@ -264,7 +264,9 @@ def worker(pipeline: str) -> None:
     """Start one worker process for PIPELINE (scale by starting more; they share the work).
 
     Give each worker on one host its own STREAMWISE_WORKER__WEB_PORT; /metrics and /health
-    are served there.
+    are served there. fraud-learner runs only the fraud pipeline's online learner (its
+    training topic has one partition, so one process learns); it needs
+    STREAMWISE_TRANSACTIONS__LEARNER=separate, set for the transactions workers too.
     """
     from pipelines.worker import run_worker
 

@@ -14,7 +14,9 @@ them (each agent's partitions are spread over the group)::
 
 Each state has one owner: customer windows live on the ``transactions`` partition of their
 customer, terminal windows and pending features on the ``tx-by-terminal`` partition of their
-terminal, and the learner on the single ``fraud-training`` partition. Bad or late input goes
+terminal, and the learner on the single ``fraud-training`` partition (with
+``STREAMWISE_TRANSACTIONS__LEARNER=separate``, only in ``streamwise worker fraud-learner``:
+:func:`build_learner`). Bad or late input goes
 to ``dead-letters``; every batch is acked only after its outputs were delivered.
 """
 
@@ -115,7 +117,7 @@ class TransactionsPipeline:
     settings: Settings
     step: ScoreTransactions
     customers: CustomerFeatures
-    learner: LearnFraud
+    learner: LearnFraud | None  # None: the learner runs in its own process (``separate``)
     replica: LearnerReplica
     agents: dict[str, Any]
 
@@ -158,7 +160,6 @@ def build(
     # (hundreds of records of up to 256 examples, tens of µs each) queued in front of a
     # scoring call held every prediction back for seconds.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
-    learn_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LEARN_STEP)
     replica = LearnerReplica()
     follower = SnapshotFollower(settings, names["snapshots"], replica)
     customers = CustomerFeatures(
@@ -178,26 +179,9 @@ def build(
         follower.ready,
         legacy_pending=legacy_pending,
     )
-    learner = LearnFraud(
-        settings,
-        outputs(),
-        metrics,
-        names["snapshots"],
-        lambda: latest_snapshot(settings, names["snapshots"]),
-        learn_executor,
-    )
-
     size = settings.worker.batch_size
     within = settings.transactions.batch_within_s  # not the worker's: see its settings
-    # Every stage reads whole fetches (pipelines.bulk), not Faust's record-at-a-time streams.
-    ingress = BulkIngress(app)
-    refetch = kafka_refetch(settings)
-
-    def bulk(channel: faust.TopicT, name: str, step: Any, most: int, wait_s: float) -> Any:
-        def start(events: list[Any]) -> Awaitable[Handover]:  # the step, as guarded() runs it
-            return guarded_start(name, events, step.handle, step.dead)
-
-        return bulk_agent(app, ingress, channel, name, start, most, wait_s, refetch)
+    bulk = _bulk_declarer(app, settings)
 
     agents = {
         CUSTOMER_STEP: bulk(
@@ -214,13 +198,56 @@ def build(
             max(1, size // 10),
             within,
         ),
-        LEARN_STEP: bulk(
-            raw_topic(app, names["training"], 1),
-            LEARN_STEP,
-            learner,
-            size,
-            settings.transactions.learner_batch_s,
-        ),
     }
+    learner = None
+    if settings.transactions.learner == "inline":
+        learner, agents[LEARN_STEP] = _declare_learner(app, settings, bulk)
     app.task(follower.run)
     return TransactionsPipeline(app, settings, scorer, customers, learner, replica, agents)
+
+
+def build_learner(app: faust.App, settings: Settings) -> LearnFraud:
+    """Declare only the learner stage on ``app`` (``streamwise worker fraud-learner``).
+
+    With ``STREAMWISE_TRANSACTIONS__LEARNER=separate`` the transactions workers leave the
+    learner out, and this app, in a consumer group of its own, is its one writer: it reads
+    the same training topic and publishes to the same snapshot topic, which every scoring
+    worker follows. It resumes from the newest checkpoint, so moving the learner between the
+    two places neither loses nor repeats an example (the checkpoint's offset is what counts,
+    not a group's committed offset).
+    """
+    learner, _ = _declare_learner(app, settings, _bulk_declarer(app, settings))
+    return learner
+
+
+def _bulk_declarer(app: faust.App, settings: Settings) -> Any:
+    """``bulk(channel, name, step, most, wait_s)``: a stage reading whole fetches
+    (:mod:`pipelines.bulk`), not Faust's record-at-a-time streams."""
+    ingress = BulkIngress(app)
+    refetch = kafka_refetch(settings)
+
+    def bulk(channel: faust.TopicT, name: str, step: Any, most: int, wait_s: float) -> Any:
+        def start(events: list[Any]) -> Awaitable[Handover]:  # the step, as guarded() runs it
+            return guarded_start(name, events, step.handle, step.dead)
+
+        return bulk_agent(app, ingress, channel, name, start, most, wait_s, refetch)
+
+    return bulk
+
+
+def _declare_learner(app: faust.App, settings: Settings, bulk: Any) -> tuple[LearnFraud, Any]:
+    """The learner stage on ``app``, with a thread of its own, and its agent."""
+    t, names = settings.topics, internal_topics(settings)
+    metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
+    topics = [t.alerts, t.dead_letters, t.model_metrics, names["snapshots"]]
+    learner = LearnFraud(
+        settings,
+        FaustOutputs(app, topics),
+        metrics,
+        names["snapshots"],
+        lambda: latest_snapshot(settings, names["snapshots"]),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=LEARN_STEP),
+    )
+    channel = raw_topic(app, names["training"], 1)
+    size, wait_s = settings.worker.batch_size, settings.transactions.learner_batch_s
+    return learner, bulk(channel, LEARN_STEP, learner, size, wait_s)

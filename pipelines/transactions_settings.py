@@ -25,6 +25,9 @@ class TransactionSettings(BaseModel):
     river_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     pseudonymise_key: SecretStr | None = None
     learner_batch_s: float = Field(default=1.0, gt=0)
+    # Where the learner runs: in whichever transactions worker owns the training partition
+    # ("inline"), or only in a `streamwise worker fraud-learner` process ("separate").
+    learner: Literal["inline", "separate"] = "inline"
     # How long a fraud stage waits to fill a batch. Short: a stage takes what has arrived,
     # and under load batches grow by themselves while the previous one is computed.
     batch_within_s: float = Field(default=0.005, gt=0)

@@ -31,6 +31,25 @@ def _build_transactions(app: faust.App, settings: Settings) -> object:
     return transactions.build(app, settings)
 
 
+def _build_fraud_learner(app: faust.App, settings: Settings) -> object:
+    from kafka.errors import KafkaError
+
+    from pipelines import transactions
+    from pipelines.kafka import create_topics
+
+    if settings.transactions.learner != "separate":  # two writers of one learner: refuse
+        raise SystemExit(
+            "streamwise worker fraud-learner needs STREAMWISE_TRANSACTIONS__LEARNER=separate"
+            " (for it and for every transactions worker, which then leave the learner out);"
+            f" it is {settings.transactions.learner!r}, so the transactions workers learn too"
+        )
+    try:
+        create_topics(settings, transactions.internal_specs(settings))
+    except KafkaError as exc:
+        log.warning("could not create the pipeline's internal topics (%s); they must exist", exc)
+    return transactions.build_learner(app, settings)
+
+
 def _build_audio(app: faust.App, settings: Settings) -> object:
     from pipelines import audio
 
@@ -45,6 +64,7 @@ def _build_video(app: faust.App, settings: Settings) -> object:
 
 PIPELINES: dict[str, Callable[[faust.App, Settings], object]] = {
     "transactions": _build_transactions,
+    "fraud-learner": _build_fraud_learner,
     "audio": _build_audio,
     "video": _build_video,
 }

@@ -154,6 +154,47 @@ def test_labels_published_before_their_payments_are_all_learned(
     assert _learned(settings, until=n) == n, worker.log_tail()
 
 
+def test_a_learner_process_of_its_own_learns_every_label_and_the_scorers_follow_it(
+    settings: Settings, start_worker: Callable[[Settings, str], Worker]
+) -> None:
+    """STREAMWISE_TRANSACTIONS__LEARNER=separate: the transactions worker leaves the learner
+    out, `streamwise worker fraud-learner` learns every label, the scorer scores with it."""
+    from pipelines.transactions import internal_topics
+
+    tx = settings.transactions.model_copy(update={"learner": "separate"})
+    settings = settings.model_copy(update={"transactions": tx})
+    table = small_table(customers=40, days=10, seed=9)
+    n = table.num_rows
+    scorer = start_worker(settings, "transactions")
+    own_port = settings.worker.model_copy(update={"web_port": _free_port()})
+    learner = start_worker(settings.model_copy(update={"worker": own_port}), "fraud-learner")
+    training = internal_topics(settings)["training"]
+    learner.wait_assigned(training)
+    scorer.wait_assigned(settings.topics.transactions)
+    publish_transactions(settings, table, kinds=("tx",))
+    preds = read_topic(settings, settings.topics.predictions, lambda r: len(r) >= n, 120)
+    assert len(preds) == n, scorer.log_tail()
+    assert publish_transactions(settings, table, kinds=("label",)).labels == n
+    assert _learned(settings, until=n) == n, learner.log_tail()
+    health = scorer.health()
+    assert health is not None
+    assert not any(f"topic='{training}'" in tp for tp in health["assigned"])
+
+    # The scorer follows the learner's checkpoints: a payment scored now has a learned River.
+    late = {
+        "schema": "transaction/1",
+        "tx_id": 10**9,
+        "tx_time": "2019-01-01T00:00:00Z",
+        "customer_id": 10**6,
+        "terminal_id": 3,
+        "amount": 20.0,
+    }
+    publish_raw(settings, settings.topics.transactions, [(b"1000000", orjson.dumps(late))])
+    preds = read_topic(settings, settings.topics.predictions, lambda r: len(r) > n, 60)
+    [new] = [p for p in preds if p["event_id"] == str(10**9)]
+    assert int(new["model_versions"]["river"].split("/")[1]) > 0, new["model_versions"]
+
+
 def _learned(settings: Settings, until: int, timeout_s: float = 120.0) -> int:
     """The learned count of the newest learner checkpoint, waiting for ``until``."""
     import asyncio
