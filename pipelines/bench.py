@@ -31,7 +31,10 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
    ``--warm-days 0``, the measured load is pre-loaded and that is what is measured.)
    Its peak RSS and its CPU time (all its threads) are sampled while it runs; the CPU over
    the same span gives the CPU a payment (and its label) costs and how busy the worker was
-   (near 100 % of one core: the worker, not the broker, sets the rate). The predictions are
+   (near 100 % of one core: the worker, not the broker, sets the rate). With ``--learner
+   separate`` the worker leaves its learner out and a ``fraud-learner`` process runs beside
+   it: the learned count comes from that process's metrics, and its CPU and RSS are
+   reported apart. The predictions are
    read with aiokafka, whose record parsing is in C, so the reader takes little of the cores
    the worker runs on.
 4. *Latency*: with that worker still running, more transactions (and their due labels) are
@@ -451,6 +454,9 @@ class WorkerProcess:
             )
         self._sampler = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
         self._sampler.start()
+        # With a separate learner (``--learner separate``): its process, whose metrics say
+        # what it learned; stopped with this one.
+        self.learner: WorkerProcess | None = None
 
     def _sample(self) -> None:
         import psutil  # type: ignore[import-untyped]
@@ -502,6 +508,9 @@ class WorkerProcess:
         first = True
         while True:
             labels, examples, learned = self.label_counts()
+            if self.learner is not None:
+                learned = self.learner.label_counts()[2]
+                self.learner.check_alive()
             if labels >= expected and learned >= examples:
                 return learned, None if first else time.time()
             if time.monotonic() > deadline:
@@ -529,7 +538,9 @@ class WorkerProcess:
             return "(no log)"
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period; idempotent."""
+        """SIGTERM, then SIGKILL after a grace period (its learner's process too); idempotent."""
+        if self.learner is not None:
+            self.learner.stop()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -649,6 +660,8 @@ def _measure_worker(
     send to its last prediction or, if the learner finishes later, to when it has learned the
     backlog's labels."""
     worker = WorkerProcess(settings, pipeline)
+    if settings.transactions.learner == "separate":
+        worker.learner = WorkerProcess(learner_settings(settings), "fraud-learner")
     reader = PredictionReader(settings, settings.topics.predictions)
     rows, labels = transactions(items), label_count(items)
     before = wanted = 0  # learned and labels before the measured load
@@ -687,7 +700,7 @@ def _measure_worker(
     rate = n / max((last_ms - first_ms) / 1000, 1e-3)
     first_s, last_s = first_ms / 1000, last_ms / 1000
     cpu_s = worker.cpu_between(first_s, last_s)
-    result = {
+    result: dict[str, Any] = {
         "events_per_s": rate,
         "wall_s": last_s - worker.started,
         # CPU the worker spent per payment (its label's work included) while predictions
@@ -699,7 +712,24 @@ def _measure_worker(
         "learned": learned - before,
         "learning_after_s": max(0.0, last_s - last_prediction_s),
     }
+    if worker.learner is not None:  # its own process: not in the worker's CPU or RSS
+        result["learner_process"] = {
+            "cpu_busy": worker.learner.cpu_between(first_s, last_s) / max(last_s - first_s, 1e-3),
+            "peak_rss_mib": worker.learner.peak_rss / _MIB,
+        }
     return worker, reader, result
+
+
+def learner_settings(settings: Settings) -> Settings:
+    """The settings of a ``fraud-learner`` process beside the worker of ``settings``: the
+    same topics and prefix, its own web port and home (log, state folder)."""
+    port = _free_port(settings.worker.web_host)
+    return settings.model_copy(
+        update={
+            "home": settings.home / "learner",
+            "worker": settings.worker.model_copy(update={"web_port": port}),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- latency
@@ -773,14 +803,18 @@ def run_bench(
     pipeline: str = "transactions",
     events: int = 100_000,
     warm_days: int | None = None,
+    learner: str = "inline",
 ) -> dict[str, Any]:
     """Run every step described in the module docstring once; return the results.
 
     ``warm_days`` of history (default: :func:`state_horizon_days`) go through the worker
-    before the measured ``events``.
+    before the measured ``events``. ``learner="separate"`` runs the pipeline worker without
+    its learner and a ``fraud-learner`` process beside it (the naive worker keeps its own).
     """
     if pipeline != "transactions":
         raise ValueError(f"no bench for pipeline {pipeline!r}")
+    if learner not in ("inline", "separate"):
+        raise ValueError(f"learner must be 'inline' or 'separate', not {learner!r}")
     if events < 2:
         raise ValueError("events must be at least 2")
     if warm_days is None:
@@ -792,6 +826,9 @@ def run_bench(
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     base = (settings.home / "bench" / run_id).resolve()
     main = isolated_settings(settings, run_id, base / "pipeline")
+    main = main.model_copy(
+        update={"transactions": main.transactions.model_copy(update={"learner": learner})}
+    )
     naive = isolated_settings(settings, f"{run_id}-naive", base / "naive", batch_size=1)
     passthrough_in, passthrough_out = f"{run_id}-passthrough-in", f"{run_id}-passthrough-out"
     naive_events = min(events, max(1000, events // 10))
@@ -875,6 +912,7 @@ def run_bench(
             "after": passthrough_after,
         },
         "host_reference_us": {"before": reference_before, "after": reference_after},
+        "learner": learner,
         "worker": measured,
         "naive": {"events": naive_events, "events_per_s": naive_rate},
         "latency": latency,
@@ -933,6 +971,7 @@ def format_report(report: dict[str, Any]) -> str:
             "(all threads, first send to last prediction)",
         ),
         *_label_lines(w),
+        *_learner_lines(report),
         (
             "latency load",
             f"{lat['events']:,} events paced at {lat['rate']:,.0f}/s (half the worker's rate)",
@@ -977,6 +1016,24 @@ def _label_lines(worker: dict[str, Any]) -> list[tuple[str, str]]:
                 else "(by the last prediction)"
             ),
         )
+    ]
+
+
+def _learner_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the learner ran, and what its own process used if it had one."""
+    own = report["worker"].get("learner_process")
+    if report.get("learner", "inline") == "inline" or own is None:
+        return []
+    return [
+        (
+            "learner",
+            "a process of its own (--learner separate): not in the worker's CPU or RSS",
+        ),
+        (
+            "learner process",
+            f"busy {own['cpu_busy']:.0%} of one core (first send to last prediction); "
+            f"peak RSS {own['peak_rss_mib']:,.1f} MiB",
+        ),
     ]
 
 

@@ -327,8 +327,17 @@ def bench() -> None:
     help="Days of simulated history the worker processes before the measured events "
     "[default: the state horizon, label delay + 30 days + grace: 38 at default settings].",
 )
+@click.option(
+    "--learner",
+    type=click.Choice(["inline", "separate"]),
+    default="inline",
+    show_default=True,
+    help="Where the online learner runs: in the pipeline worker, or in a fraud-learner "
+    "process beside it (STREAMWISE_TRANSACTIONS__LEARNER=separate; its CPU and RSS are "
+    "reported apart, not in the worker's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_transactions(events: int, warm_days: int | None, as_json: bool) -> None:
+def bench_transactions(events: int, warm_days: int | None, learner: str, as_json: bool) -> None:
     """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
     passthrough (run before and after the worker; the mean is the baseline), with windows as
     full as in production (after WARM_DAYS of history) and each payment's label published
@@ -336,7 +345,9 @@ def bench_transactions(events: int, warm_days: int | None, as_json: bool) -> Non
     timed before each passthrough shows whether the host's speed changed during the run."""
     from pipelines.bench import format_report, run_bench
 
-    report = run_bench(load_settings(), "transactions", events=events, warm_days=warm_days)
+    report = run_bench(
+        load_settings(), "transactions", events=events, warm_days=warm_days, learner=learner
+    )
     echo_report(report, as_json, format_report)
 
 

@@ -158,3 +158,24 @@ def test_the_report_says_how_many_labels_were_learned_and_when() -> None:
     )
     assert "10 sent, 9 learned (by the last prediction)" in on_time
     assert "labels in the measured load" not in format_report(_report())
+
+
+def test_the_report_shows_a_separate_learners_own_process() -> None:
+    worker = dict(_report()["worker"])  # type: ignore[call-overload]
+    own = {"cpu_busy": 0.21, "peak_rss_mib": 180.25}
+    text = format_report(_report(learner="separate", worker={**worker, "learner_process": own}))
+    assert "a process of its own (--learner separate): not in the worker's CPU or RSS" in text
+    assert "busy 21% of one core (first send to last prediction); peak RSS 180.2 MiB" in text
+    inline = format_report(_report(learner="inline"))
+    assert "learner process" not in inline
+    assert "learner process" not in format_report(_report())  # reports of earlier releases
+
+
+def test_the_bench_knows_only_two_places_for_the_learner() -> None:
+    from pathlib import Path
+
+    from pipelines.bench import run_bench
+    from pipelines.settings import Settings
+
+    with pytest.raises(ValueError, match="learner must be 'inline' or 'separate'"):
+        run_bench(Settings(home=Path("/nonexistent")), learner="elsewhere")
