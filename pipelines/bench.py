@@ -1020,9 +1020,9 @@ def _label_lines(worker: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _learner_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """Where the learner ran, and what its own process used if it had one."""
-    own = report["worker"].get("learner_process")
-    if report.get("learner", "inline") == "inline" or own is None:
+    """Where the learner ran and what its process used, if it had one of its own."""
+    own = report["worker"].get("learner_process")  # measured only for --learner separate
+    if own is None:
         return []
     return [
         (

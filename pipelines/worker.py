@@ -18,7 +18,8 @@ __all__ = ["PIPELINES", "build_app", "run_worker"]
 log = logging.getLogger(__name__)
 
 
-def _build_transactions(app: faust.App, settings: Settings) -> object:
+def _create_internal_topics(settings: Settings) -> None:
+    """The fraud pipeline's own topics (tx-by-terminal, labels, training, checkpoints)."""
     from kafka.errors import KafkaError
 
     from pipelines import transactions
@@ -28,14 +29,17 @@ def _build_transactions(app: faust.App, settings: Settings) -> object:
         create_topics(settings, transactions.internal_specs(settings))
     except KafkaError as exc:
         log.warning("could not create the pipeline's internal topics (%s); they must exist", exc)
+
+
+def _build_transactions(app: faust.App, settings: Settings) -> object:
+    from pipelines import transactions
+
+    _create_internal_topics(settings)
     return transactions.build(app, settings)
 
 
 def _build_fraud_learner(app: faust.App, settings: Settings) -> object:
-    from kafka.errors import KafkaError
-
     from pipelines import transactions
-    from pipelines.kafka import create_topics
 
     if settings.transactions.learner != "separate":  # two writers of one learner: refuse
         raise SystemExit(
@@ -43,10 +47,7 @@ def _build_fraud_learner(app: faust.App, settings: Settings) -> object:
             " (for it and for every transactions worker, which then leave the learner out);"
             f" it is {settings.transactions.learner!r}, so the transactions workers learn too"
         )
-    try:
-        create_topics(settings, transactions.internal_specs(settings))
-    except KafkaError as exc:
-        log.warning("could not create the pipeline's internal topics (%s); they must exist", exc)
+    _create_internal_topics(settings)
     return transactions.build_learner(app, settings)
 
 
