@@ -229,7 +229,7 @@ class OnlineFraudLearner:
         repository's hosts). Another pipeline shape is asked row by row.
         """
         width = len(self.feature_names)
-        xs = [[float(v) for v in row] for row in rows]
+        xs = [list(map(float, row)) for row in rows]
         flags = [bool(flag) for flag in labels]
         if len(xs) != len(flags):
             raise ValueError(f"{len(xs)} rows do not match {len(flags)} labels")
@@ -268,23 +268,23 @@ class OnlineFraudLearner:
         scaled = [0.0] * len(names)
         scores: list[float] = []
         for x, flag in zip(xs, flags, strict=True):
-            z = 0.0  # the score before learning: predict_one's sum
+            # One pass over the columns, each sum still taken in column order: the score
+            # before learning (predict_one's sum, with the scaler as it was), then the scaler
+            # learns the value and scales it, and the regression's dot product takes it.
+            z = dot = 0.0
             for j in columns:
-                var = variances[j]
-                weight = weights[j]
-                z = z + weight * ((x[j] - means[j]) / var**0.5) if var else z + weight * 0.0
-            scores.append(_sigmoid(z + intercept))
-            for j in columns:  # the scaler learns the row, then scales it
+                var, weight = variances[j], weights[j]
+                old, xj = means[j], x[j]
+                z = z + weight * ((xj - old) / var**0.5) if var else z + weight * 0.0
                 count = counts[j] + 1
                 counts[j] = count
-                old, xj = means[j], x[j]
                 mean = old + (xj - old) / count
-                var = variances[j] + ((xj - old) * (xj - mean) - variances[j]) / count
+                var = var + ((xj - old) * (xj - mean) - var) / count
                 means[j], variances[j] = mean, var
-                scaled[j] = (xj - mean) / var**0.5 if var else 0.0
-            dot = 0.0
-            for j in columns:
-                dot = dot + weights[j] * scaled[j]
+                scaled_j = (xj - mean) / var**0.5 if var else 0.0
+                scaled[j] = scaled_j
+                dot = dot + weight * scaled_j
+            scores.append(_sigmoid(z + intercept))
             sign, weight = (1, loss.weight_pos) if flag else (-1, loss.weight_neg)
             margin = (dot + intercept) * sign
             if margin > 18.0:

@@ -8,12 +8,20 @@ precision@k against hand-computed cases.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CardPrecision", "average_precision", "card_precision_at_k", "roc_auc"]
+__all__ = [
+    "CardPrecision",
+    "DayCustomers",
+    "average_precision",
+    "card_precision_at_k",
+    "card_precision_days",
+    "roc_auc",
+]
 
 
 def roc_auc(y: npt.ArrayLike, scores: npt.ArrayLike) -> float:
@@ -87,25 +95,76 @@ def card_precision_at_k(
     who = np.asarray(customer, dtype=np.int64)
     truth = np.asarray(y).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
-    detected: set[int] = set()
-    per_day: list[float] = []
     order_days = np.unique(days)
+    groups, day_scores = [], []
     for d in order_days.tolist():
         rows = np.flatnonzero(days == d)
-        if detected:
-            rows = rows[~np.isin(who[rows], np.fromiter(detected, dtype=np.int64))]
-        if rows.size == 0:
+        groups.append(DayCustomers.of(who[rows], truth[rows]))
+        day_scores.append(s[rows])
+    per_day = card_precision_days(groups, day_scores, k, drop_detected=drop_detected)
+    mean = float(np.mean(per_day)) if per_day else float("nan")
+    return CardPrecision(mean, tuple(per_day), tuple(order_days.tolist()))
+
+
+@dataclass(frozen=True)
+class DayCustomers:
+    """One day's payments grouped by customer: what card precision needs of a day apart
+    from the scores, so that a day ranked under several models (or again, at the next
+    day's close) is grouped once."""
+
+    order: npt.NDArray[np.intp]  # the day's rows, sorted by customer (stable)
+    starts: npt.NDArray[np.intp]  # where each customer's rows begin in ``order``
+    ids: npt.NDArray[np.int64]  # the customers, ascending
+    fraud: npt.NDArray[np.bool_]  # whether each had a fraudulent payment that day
+
+    @classmethod
+    def of(cls, customer: npt.ArrayLike, y: npt.ArrayLike) -> DayCustomers:
+        who = np.asarray(customer, dtype=np.int64)
+        truth = np.asarray(y).astype(bool)
+        order = np.argsort(who, kind="stable")
+        sorted_who = who[order]
+        starts = (
+            np.flatnonzero(np.r_[True, sorted_who[1:] != sorted_who[:-1]])
+            if who.size
+            else (np.zeros(0, dtype=np.intp))
+        )
+        ids = sorted_who[starts]
+        fraud = np.logical_or.reduceat(truth[order], starts) if who.size else np.zeros(0, bool)
+        return cls(order, starts, ids, fraud)
+
+    def best(self, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each customer's highest score of the day (``scores`` in the day's row order)."""
+        if self.ids.size == 0:
+            return np.zeros(0, dtype=np.float64)
+        return np.maximum.reduceat(np.asarray(scores, dtype=np.float64)[self.order], self.starts)
+
+
+def card_precision_days(
+    days: Sequence[DayCustomers],
+    scores: Sequence[npt.NDArray[np.float64]],
+    k: int = 100,
+    *,
+    drop_detected: bool = True,
+) -> list[float]:
+    """Card precision@k of each day, in the given (increasing) order: the work of
+    :func:`card_precision_at_k` over days already grouped."""
+    detected = np.zeros(0, dtype=np.int64)
+    per_day: list[float] = []
+    for group, s in zip(days, scores, strict=True):
+        ids, best, fraud = group.ids, group.best(s), group.fraud
+        if detected.size:
+            keep = ~np.isin(ids, detected)
+            ids, best, fraud = ids[keep], best[keep], fraud[keep]
+        if ids.size == 0:
             per_day.append(0.0)
             continue
-        ids, inverse = np.unique(who[rows], return_inverse=True)
-        best = np.full(ids.size, -np.inf)
-        np.maximum.at(best, inverse, s[rows])
-        fraud = np.zeros(ids.size, dtype=bool)
-        np.logical_or.at(fraud, inverse, truth[rows])
+        if k < ids.size and not np.isnan(best).any():  # only the k highest need sorting
+            kth = np.partition(best, ids.size - k)[ids.size - k]
+            near = np.flatnonzero(best >= kth)  # ties with the k-th included
+            ids, best, fraud = ids[near], best[near], fraud[near]
         top = np.lexsort((ids, -best))[:k]
         found = ids[top][fraud[top]]
         per_day.append(found.size / k)
-        if drop_detected:
-            detected.update(found.tolist())
-    mean = float(np.mean(per_day)) if per_day else float("nan")
-    return CardPrecision(mean, tuple(per_day), tuple(order_days.tolist()))
+        if drop_detected and found.size:
+            detected = np.union1d(detected, found)
+    return per_day

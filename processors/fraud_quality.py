@@ -30,7 +30,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from processors.fraud_metrics import average_precision, card_precision_at_k, roc_auc
+from processors.fraud_metrics import (
+    DayCustomers,
+    average_precision,
+    card_precision_days,
+    roc_auc,
+)
 
 __all__ = [
     "DAY_MS",
@@ -188,6 +193,7 @@ class _Day:
     score: list[float] = field(default_factory=list)
     card: dict[str, float] = field(default_factory=dict)  # once closed: card P@k per model
     _arrays: tuple[Any, ...] = ()  # (rows, customer, y, onnx, river, score) as last converted
+    _customers: tuple[int, DayCustomers] | None = None  # (rows, grouping) as last grouped
 
     def arrays(self) -> tuple[Any, ...]:
         """The day's columns as arrays, converted again only after rows were added: a day
@@ -202,6 +208,14 @@ class _Day:
                 np.asarray(self.score, dtype=np.float64),
             )
         return self._arrays[1:]
+
+    def customers(self) -> DayCustomers:
+        """The day's payments grouped by customer (card precision), again only after rows
+        were added."""
+        if self._customers is None or self._customers[0] != len(self.y):
+            customer, y, *_ = self.arrays()
+            self._customers = (len(self.y), DayCustomers.of(customer, y))
+        return self._customers[1]
 
 
 class _Columns(NamedTuple):
@@ -234,17 +248,25 @@ class FraudQuality:
 
     def add(self, rows: Iterable[Labelled]) -> list[QualityReport | Promotion]:
         """Take labelled scores; report every day this closes, and any promotion, in order."""
-        for r in rows:
-            day = r.tx_time_ms // DAY_MS
-            if self.closed_through is not None and day <= self.closed_through:
-                self.late += 1
-            d = self.days.setdefault(day, _Day())
+        closed = -(2**62) if self.closed_through is None else self.closed_through
+        watermark, late = self.watermark, 0
+        day: int | None = None
+        d = _Day()
+        for r in rows:  # a batch's rows mostly share a day or two: looked up on a change
+            t_ms = r.tx_time_ms
+            if day is None or t_ms // DAY_MS != day:
+                day = t_ms // DAY_MS
+                d = self.days.setdefault(day, _Day())
+            if day <= closed:
+                late += 1
             d.customer.append(r.customer)
             d.y.append(r.is_fraud)
             d.onnx.append(r.onnx)
             d.river.append(r.river)
             d.score.append(r.score)
-            self.watermark = max(self.watermark, r.tx_time_ms)
+            if t_ms > watermark:
+                watermark = t_ms
+        self.watermark, self.late = watermark, self.late + late
         out: list[QualityReport | Promotion] = []
         newest = (self.watermark - self.config.day_slack_ms) // DAY_MS - 1
         for day in sorted(d for d in self.days if d <= newest):
@@ -275,12 +297,16 @@ class FraudQuality:
         return self._report("rolling", max(days), len(days), cols, card)
 
     def _close(self, day: int) -> QualityReport:
-        full = [d for d in self.days if d <= day and self._full(d)]
-        cols = self._columns(sorted(full))
+        full = sorted(d for d in self.days if d <= day and self._full(d))
+        groups = [self.days[d].customers() for d in full]  # grouped once, ranked per model
+        per_model: dict[str, list[npt.NDArray[np.float64]]] = {}
+        for d in full:
+            for name, scores in self._scores(self._columns([d])).items():
+                per_model.setdefault(name, []).append(scores)
         card: dict[str, float] = {}
-        for name, scores in self._scores(cols).items():
-            result = card_precision_at_k(cols.day, cols.customer, cols.y, scores, self.config.k)
-            card[name] = result.per_day[-1]  # earlier days' detections left out (handbook)
+        for name, scores_by_day in per_model.items():
+            per_day = card_precision_days(groups, scores_by_day, self.config.k)
+            card[name] = per_day[-1]  # earlier days' detections left out (handbook)
         self.days[day].card = card
         return self._report("day", day, 1, self._columns([day]), card)
 
