@@ -25,7 +25,12 @@ from pipelines.evaluate_replay import replay_learner
 from pipelines.fraud_routing import feature_config
 from pipelines.fraud_scoring import blend
 from pipelines.settings import Settings
-from processors.fraud_metrics import average_precision, card_precision_at_k, roc_auc
+from processors.fraud_metrics import (
+    DayCustomers,
+    average_precision,
+    card_precision_at_k,
+    roc_auc,
+)
 
 __all__ = ["GOAL", "HANDBOOK", "SCENARIOS", "EvalScores", "evaluate", "format_report", "score"]
 
@@ -148,10 +153,7 @@ def _top_k_cards(ev: EvalScores, s: FloatArray) -> npt.NDArray[np.bool_]:
     chosen = np.zeros(ev.y.size, dtype=bool)
     for d in np.unique(ev.day).tolist():
         rows = np.flatnonzero(ev.day == d)
-        ids, inverse = np.unique(ev.customer[rows], return_inverse=True)
-        best = np.full(ids.size, -np.inf)
-        np.maximum.at(best, inverse, s[rows])
-        top = ids[np.lexsort((ids, -best))[:TOP_K]]
+        top = DayCustomers.of(ev.customer[rows], ev.y[rows]).top(s[rows], TOP_K)
         chosen[rows] = np.isin(ev.customer[rows], top)
     return chosen
 

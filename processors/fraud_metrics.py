@@ -21,6 +21,7 @@ __all__ = [
     "card_precision_at_k",
     "card_precision_days",
     "roc_auc",
+    "top_k",
 ]
 
 
@@ -126,17 +127,32 @@ class DayCustomers:
         starts = (
             np.flatnonzero(np.r_[True, sorted_who[1:] != sorted_who[:-1]])
             if who.size
-            else (np.zeros(0, dtype=np.intp))
+            else np.zeros(0, dtype=np.intp)
         )
         ids = sorted_who[starts]
         fraud = np.logical_or.reduceat(truth[order], starts) if who.size else np.zeros(0, bool)
         return cls(order, starts, ids, fraud)
 
-    def best(self, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def best(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Each customer's highest score of the day (``scores`` in the day's row order)."""
         if self.ids.size == 0:
             return np.zeros(0, dtype=np.float64)
         return np.maximum.reduceat(np.asarray(scores, dtype=np.float64)[self.order], self.starts)
+
+    def top(self, scores: npt.ArrayLike, k: int) -> npt.NDArray[np.int64]:
+        """The day's ``k`` customers with the highest score, highest first."""
+        return self.ids[top_k(self.ids, self.best(scores), k)]
+
+
+def top_k(
+    ids: npt.NDArray[np.int64], best: npt.NDArray[np.float64], k: int
+) -> npt.NDArray[np.intp]:
+    """Positions of the ``k`` highest ``best``, highest first, ties to the lower id."""
+    if k < ids.size and not np.isnan(best).any():  # only the k highest need sorting
+        kth = np.partition(best, ids.size - k)[ids.size - k]
+        near = np.flatnonzero(best >= kth)  # ties with the k-th included
+        return near[np.lexsort((ids[near], -best[near]))[:k]]
+    return np.lexsort((ids, -best))[:k]
 
 
 def card_precision_days(
@@ -158,11 +174,7 @@ def card_precision_days(
         if ids.size == 0:
             per_day.append(0.0)
             continue
-        if k < ids.size and not np.isnan(best).any():  # only the k highest need sorting
-            kth = np.partition(best, ids.size - k)[ids.size - k]
-            near = np.flatnonzero(best >= kth)  # ties with the k-th included
-            ids, best, fraud = ids[near], best[near], fraud[near]
-        top = np.lexsort((ids, -best))[:k]
+        top = top_k(ids, best, k)
         found = ids[top][fraud[top]]
         per_day.append(found.size / k)
         if drop_detected and found.size:

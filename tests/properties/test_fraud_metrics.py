@@ -57,3 +57,18 @@ def test_card_precision_equals_brute_force(
     ]
     by_day = [[r[3] for r in rows if r[0] == d] for d in days]
     assert card_precision_days(groups, by_day, k, drop_detected=drop) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(payments, st.integers(1, 8))
+def test_a_days_top_customers_are_the_highest_scoring_ties_to_the_lower_id(
+    rows: list[tuple[int, int, bool, float]], k: int
+) -> None:
+    for day in sorted({r[0] for r in rows}):
+        of_day = [r for r in rows if r[0] == day]
+        best: dict[int, float] = {}
+        for _, customer, _, score in of_day:
+            best[customer] = max(best.get(customer, -math.inf), score)
+        expected = sorted(best, key=lambda c: (-best[c], c))[:k]
+        group = DayCustomers.of([r[1] for r in of_day], [r[2] for r in of_day])
+        assert group.top([r[3] for r in of_day], k).tolist() == expected
