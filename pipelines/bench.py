@@ -46,7 +46,11 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
 
 A fixed pure-Python loop is timed just before each passthrough (:func:`host_reference_us`):
 how fast Python runs on this host at that moment (other load on it included), to compare
-runs taken on other days or machines, and a warning when it changed during the run.
+runs taken on other days or machines, and a warning when it changed during the run. With
+``--pin-cpu N`` both workers run on CPU ``N`` alone (all their threads) and a
+:class:`HostProbe` times the same loop on that CPU every half second, in CPU time: its
+readings over each measured span say how fast the worker's own core was meanwhile (a
+virtual machine's cores change speed independently and within seconds).
 
 The numbers describe one run on one machine with the broker on the same host; they are a
 comparison between the ways of consuming, not a capacity promise.
@@ -101,6 +105,15 @@ _LEARN_POLL_S = 0.05
 _MIB = 1024 * 1024
 _REPO = Path(__file__).resolve().parent.parent
 _WORKER_CMD = "from pipelines.cli import main; main()"
+
+
+def pinned(cpu: int | None, program: str) -> str:
+    """A ``python -c`` ``program`` that first pins itself to ``cpu`` (``None``: as is), before
+    it starts a thread: every thread it starts inherits the CPU."""
+    if cpu is None:
+        return program
+    return f"import os; os.sched_setaffinity(0, {{{int(cpu)}}}); {program}"
+
 
 Row = tuple[int, bytes, bytes]  # (tx_id, key, value)
 Item = tuple[str, int, bytes, bytes]  # (kind: "tx" or "label", tx_id, key, value)
@@ -209,6 +222,87 @@ def host_reference_us(repeat: int = 20) -> float:
         _reference_work()
         best = min(best, time.perf_counter() - started)
     return best * 1e6
+
+
+_PROBE_EVERY_S = 0.5
+# The probe times the loop in CPU time, not wall time: on the worker's core it is sometimes
+# preempted by the worker, which must not count as a slower host.
+_PROBE_CMD = """\
+import os, sys, time
+from pipelines.bench import _reference_work
+cpu, every = int(sys.argv[1]), float(sys.argv[2])
+os.sched_setaffinity(0, {cpu})
+while True:
+    at, started = time.time(), time.thread_time()
+    _reference_work()
+    print(f"{at:.3f} {(time.thread_time() - started) * 1e6:.0f}", flush=True)
+    time.sleep(every)
+"""
+
+
+class HostProbe:
+    """The host reference loop (:func:`_reference_work`) timed every ``every`` seconds by a
+    process pinned to ``cpu``: how fast Python ran on that core, moment by moment, at about
+    1 % of the core (a loop of 3-8 ms each half second).
+
+    A virtual machine's cores change speed independently and within seconds (the loop alone
+    on an idle core of this project's 2-CPU machine took 3,300-10,000 µs from one second to
+    the next, and the two cores' timings correlated at 0.26), so only a probe on the core the
+    worker runs on says how fast that worker's core was while it was measured."""
+
+    def __init__(self, cpu: int, every: float = _PROBE_EVERY_S) -> None:
+        self.cpu = cpu
+        self.samples: list[tuple[float, float]] = []  # (epoch s at the loop's start, µs)
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(  # fixed argv, no shell
+            [sys.executable, "-c", _PROBE_CMD, str(cpu), str(every)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            cwd=_REPO,
+            text=True,
+        )
+        self._thread = threading.Thread(target=self._read, name="bench-probe", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            at, us = line.split()
+            with self._lock:
+                self.samples.append((float(at), float(us)))
+
+    def between(self, start_s: float, end_s: float) -> dict[str, Any]:
+        """The loops started between ``start_s`` and ``end_s`` (epoch s): their mean, median
+        and spread (10th, 90th percentile) in µs, how many, and each (``us``, in order); NaN
+        without any. Loops come at even intervals: the mean is the core's average slowness
+        over the span."""
+        with self._lock:
+            inside = [us for at, us in self.samples if start_s <= at <= end_s]
+        if not inside:
+            nan = math.nan
+            return {"mean_us": nan, "median_us": nan, "p10_us": nan, "p90_us": nan, "loops": 0}
+        p10, median, p90 = np.percentile(inside, [10, 50, 90]).tolist()
+        return {
+            "mean_us": float(np.mean(inside)),
+            "median_us": median,
+            "p10_us": p10,
+            "p90_us": p90,
+            "loops": len(inside),
+            "us": inside,
+        }
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait()
+        self._thread.join()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (and its children, unless pinned elsewhere)."""
+    return set(os.sched_getaffinity(0))
 
 
 #: Above this relative change of the host reference or of the passthrough from the round
@@ -434,14 +528,14 @@ def cpu_between(samples: Sequence[tuple[float, float]], start: float, end: float
 class WorkerProcess:
     """One ``streamwise worker`` subprocess with its log and a peak-RSS sampler."""
 
-    def __init__(self, settings: Settings, pipeline: str) -> None:
+    def __init__(self, settings: Settings, pipeline: str, cpu: int | None = None) -> None:
         self.settings = settings
         self.log = settings.home / "worker.log"
         self.peak_rss = 0
         self.cpu: list[tuple[float, float]] = []  # (epoch s, CPU s used so far), sampled
         self._done = threading.Event()
         settings.home.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-c", _WORKER_CMD, "worker", pipeline]
+        cmd = [sys.executable, "-c", pinned(cpu, _WORKER_CMD), "worker", pipeline]
         self.started = time.time()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(  # fixed argv, no shell
@@ -650,6 +744,7 @@ def _measure_worker(
     floor_rate: float = _FLOOR_RATE,
     backlog: Sequence[Item] = (),
     labels_after: Sequence[Item] = (),
+    probe: HostProbe | None = None,
 ) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
     """Start a worker on pre-loaded ``items``; return it, its reader and its throughput.
 
@@ -658,8 +753,9 @@ def _measure_worker(
     transactions are predicted, its labels (``labels_after``) are published and learned, then
     the ``backlog`` is published at once, and the throughput is over the time from its first
     send to its last prediction or, if the learner finishes later, to when it has learned the
-    backlog's labels."""
-    worker = WorkerProcess(settings, pipeline)
+    backlog's labels. With a ``probe``, the worker runs on the probe's CPU only, and the
+    result has the probe's reading over the same span."""
+    worker = WorkerProcess(settings, pipeline, None if probe is None else probe.cpu)
     if settings.transactions.learner == "separate":
         worker.learner = WorkerProcess(learner_settings(settings), "fraud-learner")
     reader = PredictionReader(settings, settings.topics.predictions)
@@ -712,6 +808,8 @@ def _measure_worker(
         "learned": learned - before,
         "learning_after_s": max(0.0, last_s - last_prediction_s),
     }
+    if probe is not None:
+        result["host_probe"] = probe.between(first_s, last_s)
     if worker.learner is not None:  # its own process: not in the worker's CPU or RSS
         result["learner_process"] = {
             "cpu_busy": worker.learner.cpu_between(first_s, last_s) / max(last_s - first_s, 1e-3),
@@ -747,6 +845,7 @@ def _measure_latency(
     reader: PredictionReader,
     items: Sequence[Item],
     rate: float,
+    probe: HostProbe | None = None,
 ) -> dict[str, Any]:
     rows = transactions(items)
     _say(f"latency: {len(rows):,} transactions ({label_count(items):,} labels) at {rate:,.0f}/s")
@@ -757,7 +856,7 @@ def _measure_latency(
     p50, p99 = np.percentile(latencies, [50, 99]).tolist()
     start_s = min(sent.values()) / 1000
     end_s = max(firsts[tx] for tx in sent) / 1000
-    return {
+    result: dict[str, Any] = {
         "rate": actual_rate,
         "events": len(rows),
         "p50_ms": float(p50),
@@ -767,6 +866,9 @@ def _measure_latency(
         # smaller batches a paced load forms, and the latency is mostly queueing.
         "cpu_busy": worker.cpu_between(start_s, end_s) / max(end_s - start_s, 1e-3),
     }
+    if probe is not None:
+        result["host_probe"] = probe.between(start_s, end_s)
+    return result
 
 
 # --------------------------------------------------------------------------- run
@@ -804,12 +906,15 @@ def run_bench(
     events: int = 100_000,
     warm_days: int | None = None,
     learner: str = "inline",
+    pin_cpu: int | None = None,
 ) -> dict[str, Any]:
     """Run every step described in the module docstring once; return the results.
 
     ``warm_days`` of history (default: :func:`state_horizon_days`) go through the worker
     before the measured ``events``. ``learner="separate"`` runs the pipeline worker without
     its learner and a ``fraud-learner`` process beside it (the naive worker keeps its own).
+    ``pin_cpu`` runs both workers on that CPU alone (all their threads; a separate learner
+    is not pinned) with a :class:`HostProbe` on it, whose readings go into the results.
     """
     if pipeline != "transactions":
         raise ValueError(f"no bench for pipeline {pipeline!r}")
@@ -821,6 +926,8 @@ def run_bench(
         warm_days = state_horizon_days(settings)
     if warm_days < 0:
         raise ValueError("warm_days must not be negative")
+    if pin_cpu is not None and pin_cpu not in usable_cpus():
+        raise ValueError(f"CPU {pin_cpu} is not one of this process's {sorted(usable_cpus())}")
     warm = warm_days * _TX_PER_DAY
     _ensure_broker(settings)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -833,7 +940,11 @@ def run_bench(
     passthrough_in, passthrough_out = f"{run_id}-passthrough-in", f"{run_id}-passthrough-out"
     naive_events = min(events, max(1000, events // 10))
     _say(f"run {run_id}: {events:,} events, state in {base}")
-    with run_scope(settings, run_id, base):
+    with run_scope(settings, run_id, base), contextlib.ExitStack() as stack:
+        probe = None
+        if pin_cpu is not None:
+            probe = HostProbe(pin_cpu)
+            stack.callback(probe.stop)
         _create_topics(main, [passthrough_in, passthrough_out])
         _create_topics(naive)
         delay = timedelta(milliseconds=main.transactions.label_delay_ms)
@@ -865,9 +976,11 @@ def run_bench(
 
         _say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
         worker, reader, measured = (
-            _measure_worker(main, pipeline, history, backlog=backlog, labels_after=history_labels)
+            _measure_worker(
+                main, pipeline, history, backlog=backlog, labels_after=history_labels, probe=probe
+            )
             if history
-            else _measure_worker(main, pipeline, backlog)
+            else _measure_worker(main, pipeline, backlog, probe=probe)
         )
         try:
             _say(
@@ -876,7 +989,9 @@ def run_bench(
             )
             half = measured["events_per_s"] / 2
             count = max(1, min(events // 2, int(half * _LATENCY_SECONDS)))
-            latency = _measure_latency(main, worker, reader, split_load(spare, count)[0], half)
+            latency = _measure_latency(
+                main, worker, reader, split_load(spare, count)[0], half, probe
+            )
         finally:
             reader.close()
             worker.stop()
@@ -890,7 +1005,7 @@ def run_bench(
 
         _say(f"naive worker {naive.app_prefix} (batch 1, {naive_events:,} events)")
         naive_worker, naive_reader, naive_measured = _measure_worker(
-            naive, pipeline, naive_load, _NAIVE_FLOOR_RATE
+            naive, pipeline, naive_load, _NAIVE_FLOOR_RATE, probe=probe
         )
         naive_reader.close()
         naive_worker.stop()
@@ -914,7 +1029,12 @@ def run_bench(
         "host_reference_us": {"before": reference_before, "after": reference_after},
         "learner": learner,
         "worker": measured,
-        "naive": {"events": naive_events, "events_per_s": naive_rate},
+        "naive": {
+            "events": naive_events,
+            "events_per_s": naive_rate,
+            **({"host_probe": naive_measured["host_probe"]} if probe is not None else {}),
+        },
+        "pin_cpu": pin_cpu,
         "latency": latency,
         "ratios": {
             "worker_vs_passthrough": _ratio(worker_rate, passthrough_rate),
@@ -983,6 +1103,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("worker CPU under that load", f"busy {lat.get('cpu_busy', math.nan):.0%} of one core"),
     ]
     details += _host_lines(report)
+    details += _probe_lines(report)
     lines += detail_lines(details)
     drifts = [
         host_drift(pair.get("before", math.nan), pair.get("after", math.nan))
@@ -1058,4 +1179,33 @@ def _host_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
                 "(a fixed pure-Python loop, best of 20; lower is faster)",
             )
         )
+    return lines
+
+
+def _probe_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the workers were pinned, and how fast the host probe found that CPU meanwhile."""
+    cpu = report.get("pin_cpu")
+    if cpu is None:
+        return []
+
+    def reading(part: dict[str, Any]) -> str:
+        probe = part.get("host_probe") or {}
+        if not probe.get("loops"):
+            return "no reading"
+        return (
+            f"mean {probe.get('mean_us', math.nan):,.0f} µs, median {probe['median_us']:,.0f} "
+            f"({probe['p10_us']:,.0f}-{probe['p90_us']:,.0f}), {probe['loops']} loops"
+        )
+
+    lines = [
+        ("workers pinned", f"to CPU {cpu}, all their threads (the bench and broker are not)"),
+        (
+            "host probe on that CPU",
+            "the reference loop's CPU time every 0.5 s: mean, median (10th-90th "
+            "percentile); lower is faster",
+        ),
+        ("  during the backlog", reading(report["worker"])),
+        ("  under the latency load", reading(report["latency"])),
+        ("  naive worker", reading(report["naive"])),
+    ]
     return lines

@@ -336,17 +336,35 @@ def bench() -> None:
     "process beside it (STREAMWISE_TRANSACTIONS__LEARNER=separate; its CPU and RSS are "
     "reported apart, not in the worker's).",
 )
+@click.option(
+    "--pin-cpu",
+    type=click.IntRange(0),
+    default=None,
+    help="Run the workers on this CPU alone (all their threads), with a probe timing the "
+    "host reference loop on it every 0.5 s, reported for each measured span [default: not "
+    "pinned, no probe].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_transactions(events: int, warm_days: int | None, learner: str, as_json: bool) -> None:
+def bench_transactions(
+    events: int, warm_days: int | None, learner: str, pin_cpu: int | None, as_json: bool
+) -> None:
     """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
     passthrough (run before and after the worker; the mean is the baseline), with windows as
     full as in production (after WARM_DAYS of history) and each payment's label published
     when due (a week later), so the learner's work is in the measure. A fixed Python loop
     timed before each passthrough shows whether the host's speed changed during the run."""
-    from pipelines.bench import format_report, run_bench
+    from pipelines.bench import format_report, run_bench, usable_cpus
 
+    if pin_cpu is not None and pin_cpu not in usable_cpus():
+        cpus = ", ".join(map(str, sorted(usable_cpus())))
+        raise click.BadParameter(f"CPU {pin_cpu} is not one of {cpus}", param_hint="--pin-cpu")
     report = run_bench(
-        load_settings(), "transactions", events=events, warm_days=warm_days, learner=learner
+        load_settings(),
+        "transactions",
+        events=events,
+        warm_days=warm_days,
+        learner=learner,
+        pin_cpu=pin_cpu,
     )
     echo_report(report, as_json, format_report)
 

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
 from pipelines.bench import (
+    HostProbe,
     cpu_between,
     format_report,
     host_drift,
     host_reference_us,
     label_count,
     labels_of,
+    pinned,
     split_load,
     transactions,
+    usable_cpus,
 )
 
 
@@ -179,3 +187,79 @@ def test_the_bench_knows_only_two_places_for_the_learner() -> None:
 
     with pytest.raises(ValueError, match="learner must be 'inline' or 'separate'"):
         run_bench(Settings(home=Path("/nonexistent")), learner="elsewhere")
+
+
+def test_a_pinned_program_runs_on_its_cpu_alone_threads_included() -> None:
+    cpu = max(usable_cpus())
+    program = pinned(
+        cpu,
+        "import os, threading; seen = []; "
+        "t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0)))); "
+        "t.start(); t.join(); print(sorted(os.sched_getaffinity(0)), seen[0])",
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [f"[{cpu}]", f"[{cpu}]"]
+    assert pinned(None, "print(1)") == "print(1)"
+
+
+def test_the_host_probe_times_the_reference_loop_on_its_cpu() -> None:
+    cpu = min(usable_cpus())
+    started = time.time()
+    probe = HostProbe(cpu, every=0.02)
+    try:
+        deadline = time.monotonic() + 60  # a wait, not a speed claim: loops take ms
+        while len(probe.samples) < 5 and time.monotonic() < deadline:
+            assert probe.proc.poll() is None, "the probe exited"
+            time.sleep(0.05)
+        assert len(probe.samples) >= 5
+        affinity = os.sched_getaffinity(probe.proc.pid)
+    finally:
+        probe.stop()
+    assert affinity == {cpu}
+    assert probe.proc.returncode is not None  # stopped
+    reading = probe.between(started, time.time())
+    assert reading["loops"] == len(probe.samples)
+    assert 0 < reading["p10_us"] <= reading["median_us"] <= reading["p90_us"]
+    assert reading["us"] == [us for _, us in probe.samples]
+    assert min(reading["us"]) <= reading["mean_us"] <= max(reading["us"])
+    before = probe.between(started - 60, started - 30)
+    assert before["loops"] == 0
+    assert math.isnan(before["median_us"])
+
+
+def test_a_pinned_report_shows_the_probe_for_each_span() -> None:
+    def probe(median: float, loops: int = 20) -> dict[str, float]:
+        return {
+            "mean_us": median + 1000,
+            "median_us": median,
+            "p10_us": median - 500,
+            "p90_us": median + 1500,
+            "loops": loops,
+        }
+
+    base = _report()
+    worker = {**base["worker"], "host_probe": probe(4_000.0)}  # type: ignore[dict-item]
+    latency = {**base["latency"], "host_probe": probe(6_000.0, 30)}  # type: ignore[dict-item]
+    naive = {**base["naive"], "host_probe": probe(5_000.0, 0)}  # type: ignore[dict-item]
+    text = format_report(_report(pin_cpu=1, worker=worker, latency=latency, naive=naive))
+    assert "to CPU 1, all their threads" in text
+    backlog = r"during the backlog +mean 5,000 µs, median 4,000 \(3,500-5,500\), 20 loops"
+    assert re.search(backlog, text)
+    paced = r"under the latency load +mean 7,000 µs, median 6,000 \(5,500-7,500\), 30 loops"
+    assert re.search(paced, text)
+    assert re.search(r"naive worker +no reading", text)
+    plain = format_report(_report())
+    assert "pinned" not in plain
+    assert "host probe" not in plain
+
+
+def test_the_bench_refuses_a_cpu_it_cannot_run_on() -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    wrong = max(usable_cpus()) + 1
+    result = CliRunner().invoke(main, ["bench", "transactions", "--pin-cpu", str(wrong)])
+    assert result.exit_code == 2
+    assert f"CPU {wrong} is not one of" in result.output
