@@ -346,7 +346,10 @@ def _simulated_load(count: int, label_delay: timedelta) -> list[Item]:
             txs += 1
         elif txs == count:
             break  # labels due after the last payment
-        items.append((kind, int(orjson.loads(value)["tx_id"]), key, value))
+        tx_id = int(orjson.loads(value)["tx_id"])
+        # A right-sized copy: orjson (3.12 and later) returns bytes with about 4 KB allocated
+        # whatever their length, and a load keeps ~900,000 of them (3.9 GB of RSS, not 0.5).
+        items.append((kind, tx_id, key, memoryview(value).tobytes()))
     return items
 
 
