@@ -340,9 +340,9 @@ def bench() -> None:
     "--pin-cpu",
     type=click.IntRange(0),
     default=None,
-    help="Run the workers on this CPU alone (all their threads), with a probe timing the "
-    "host reference loop on it every 0.5 s, reported for each measured span [default: not "
-    "pinned, no probe].",
+    help="Run the pipeline and naive workers on this CPU alone (all their threads; a "
+    "separate learner is not pinned), with a probe timing the host reference loop on it "
+    "every 0.5 s, reported for each measured span [default: not pinned, no probe].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_transactions(
