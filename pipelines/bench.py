@@ -228,10 +228,9 @@ _PROBE_EVERY_S = 0.5
 # The probe times the loop in CPU time, not wall time: on the worker's core it is sometimes
 # preempted by the worker, which must not count as a slower host.
 _PROBE_CMD = """\
-import os, sys, time
+import sys, time
 from pipelines.bench import _reference_work
-cpu, every = int(sys.argv[1]), float(sys.argv[2])
-os.sched_setaffinity(0, {cpu})
+every = float(sys.argv[1])
 while True:
     at, started = time.time(), time.thread_time()
     _reference_work()
@@ -255,7 +254,7 @@ class HostProbe:
         self.samples: list[tuple[float, float]] = []  # (epoch s at the loop's start, µs)
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(  # fixed argv, no shell
-            [sys.executable, "-c", _PROBE_CMD, str(cpu), str(every)],
+            [sys.executable, "-c", pinned(cpu, _PROBE_CMD), str(every)],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             cwd=_REPO,
@@ -303,6 +302,13 @@ class HostProbe:
 def usable_cpus() -> set[int]:
     """The CPUs this process may run on (and its children, unless pinned elsewhere)."""
     return set(os.sched_getaffinity(0))
+
+
+def check_cpu(cpu: int) -> None:
+    """Raise ``ValueError`` unless this process may run on ``cpu`` (``--pin-cpu``)."""
+    cpus = sorted(usable_cpus())
+    if cpu not in cpus:
+        raise ValueError(f"CPU {cpu} is not one of {', '.join(map(str, cpus))}")
 
 
 #: Above this relative change of the host reference or of the passthrough from the round
@@ -929,8 +935,8 @@ def run_bench(
         warm_days = state_horizon_days(settings)
     if warm_days < 0:
         raise ValueError("warm_days must not be negative")
-    if pin_cpu is not None and pin_cpu not in usable_cpus():
-        raise ValueError(f"CPU {pin_cpu} is not one of this process's {sorted(usable_cpus())}")
+    if pin_cpu is not None:
+        check_cpu(pin_cpu)
     warm = warm_days * _TX_PER_DAY
     _ensure_broker(settings)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"

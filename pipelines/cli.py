@@ -353,11 +353,13 @@ def bench_transactions(
     full as in production (after WARM_DAYS of history) and each payment's label published
     when due (a week later), so the learner's work is in the measure. A fixed Python loop
     timed before each passthrough shows whether the host's speed changed during the run."""
-    from pipelines.bench import format_report, run_bench, usable_cpus
+    from pipelines.bench import check_cpu, format_report, run_bench
 
-    if pin_cpu is not None and pin_cpu not in usable_cpus():
-        cpus = ", ".join(map(str, sorted(usable_cpus())))
-        raise click.BadParameter(f"CPU {pin_cpu} is not one of {cpus}", param_hint="--pin-cpu")
+    if pin_cpu is not None:
+        try:
+            check_cpu(pin_cpu)  # before minutes of set-up, not after
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--pin-cpu") from exc
     report = run_bench(
         load_settings(),
         "transactions",
