@@ -585,6 +585,10 @@ class WorkerProcess:
         """CPU seconds the worker used between two epoch times (from the samples)."""
         return cpu_between(list(self.cpu), start, end)
 
+    def busy(self, start: float, end: float) -> float:
+        """The share of one core it used between ``start`` and ``end`` (epoch s)."""
+        return self.cpu_between(start, end) / max(end - start, 1e-3)
+
     def label_counts(self) -> tuple[int, int, int]:
         """From the worker's metrics: labels the scorer has handled (whatever became of
         them), examples it sent to the learner, and examples the learner has learned (all 0
@@ -812,7 +816,7 @@ def _measure_worker(
         # came out, and how busy it was: near 100 % of one core means the worker, not the
         # broker, sets the rate.
         "cpu_us_per_event": cpu_s / max(n, 1) * 1e6,
-        "cpu_busy": cpu_s / max(last_s - first_s, 1e-3),
+        "cpu_busy": worker.busy(first_s, last_s),
         "labels": labels - wanted,
         "learned": learned - before,
         "learning_after_s": max(0.0, last_s - last_prediction_s),
@@ -821,7 +825,7 @@ def _measure_worker(
         result["host_probe"] = probe.between(first_s, last_s)
     if worker.learner is not None:  # its own process: not in the worker's CPU or RSS
         result["learner_process"] = {
-            "cpu_busy": worker.learner.cpu_between(first_s, last_s) / max(last_s - first_s, 1e-3),
+            "cpu_busy": worker.learner.busy(first_s, last_s),
             "peak_rss_mib": worker.learner.peak_rss / _MIB,
         }
     return worker, reader, result
@@ -873,7 +877,7 @@ def _measure_latency(
         "max_ms": float(latencies.max()),
         # Near 100 % here means half the backlog rate already saturates the worker at the
         # smaller batches a paced load forms, and the latency is mostly queueing.
-        "cpu_busy": worker.cpu_between(start_s, end_s) / max(end_s - start_s, 1e-3),
+        "cpu_busy": worker.busy(start_s, end_s),
     }
     if probe is not None:
         result["host_probe"] = probe.between(start_s, end_s)
@@ -1210,7 +1214,7 @@ def _probe_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("workers pinned", f"to CPU {cpu}, all their threads (the bench and broker are not)"),
         (
             "host probe on that CPU",
-            "the reference loop's CPU time every 0.5 s: mean, median (10th-90th "
+            f"the reference loop's CPU time every {_PROBE_EVERY_S:g} s: mean, median (10th-90th "
             "percentile); lower is faster",
         ),
         ("  during the backlog", reading(report["worker"])),
