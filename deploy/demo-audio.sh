@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipelines.audio_produce import load_audio
+from pipelines.audio.produce import load_audio
 
 assets, media = Path(sys.argv[1]), Path(sys.argv[2])
 pause = np.zeros(16000 * 2, np.float32)

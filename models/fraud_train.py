@@ -1,8 +1,8 @@
 """Train the fraud scorer: LightGBM on the handbook features, exported to ONNX with a manifest.
 
 ``python -m models.fraud_train --out models/fraud/`` simulates the handbook data set
-(:func:`processors.simulator.simulate`), computes the 15 features with the same streaming
-windows the workers run (:func:`processors.fraud_features.replay_features`), fits LightGBM on
+(:func:`processors.fraud.simulator.simulate`), computes the 15 features with the same streaming
+windows the workers run (:func:`processors.fraud.features.replay_features`), fits LightGBM on
 the handbook's training week, scores its test week, writes ``fraud_lgbm.onnx`` and records
 its sha256, feature order and training data in ``models/fraud.toml``.
 
@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.fraud_onnx import DEFAULT_MANIFEST, write_atomic, write_manifest
-from processors.fraud_features import FEATURE_NAMES, FeatureConfig, replay_features
-from processors.fraud_metrics import average_precision, roc_auc
-from processors.simulator import SimulationConfig, simulate
+from processors.fraud.features import FEATURE_NAMES, FeatureConfig, replay_features
+from processors.fraud.metrics import average_precision, roc_auc
+from processors.fraud.simulator import SimulationConfig, simulate
 
 __all__ = [
     "Dataset",
@@ -303,7 +303,7 @@ def manifest_entry(
             "numpy": np.__version__,
         },
         "training": {
-            "data": "processors.simulator.simulate (Fraud Detection Handbook simulator)",
+            "data": "processors.fraud.simulator.simulate (Fraud Detection Handbook simulator)",
             "start": str(protocol.train_start),
             "days": protocol.train_days,
             "rows": int(data.y_train.size),

@@ -15,9 +15,9 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.audio_settings import AudioSettings
-from pipelines.transactions_settings import TransactionSettings
-from pipelines.video_settings import VideoSettings
+from pipelines.audio.settings import AudioSettings
+from pipelines.fraud.settings import TransactionSettings
+from pipelines.video.settings import VideoSettings
 
 __all__ = [
     "LocalBrokerSettings",

@@ -37,7 +37,7 @@ def vad_path() -> Path:
 
 def padded(name: str, before_s: float = 1.0, after_s: float = 1.0) -> npt.NDArray[np.float32]:
     """A medium at 16 kHz with silence around it, so segments start and end inside."""
-    from pipelines.audio_produce import load_audio
+    from pipelines.audio.produce import load_audio
 
     samples = load_audio(assets() / name)
     before = np.zeros(round(16000 * before_s), np.float32)

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipelines.broker import LocalBroker
-from pipelines.kafka import client_config, create_topics
+from pipelines.kafka.admin import client_config, create_topics
+from pipelines.kafka.broker import LocalBroker
 from pipelines.settings import LocalBrokerSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ class Worker:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", "worker", pipeline],
+                [sys.executable, "-m", "pipelines.cli.main", "worker", pipeline],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

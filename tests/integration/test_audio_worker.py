@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
-from pipelines.audio_produce import AudioStream, chunked, publish_audio
+from pipelines.audio.produce import AudioStream, chunked, publish_audio
 from pipelines.settings import Settings
-from processors.audio_codec import AudioChunk, encode_chunk
+from processors.audio.codec import AudioChunk, encode_chunk
 from tests.audio_media import padded, vad_path
 from tests.integration.conftest import Worker, publish_raw, read_topic
 

@@ -14,11 +14,11 @@ import orjson
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.produce import publish_transactions
+from pipelines.fraud.produce import publish_transactions
 from pipelines.settings import Settings
-from processors.fraud_features import FEATURE_NAMES, replay_features
-from processors.fraud_quality import DAY_MS
-from processors.simulator import SimulationConfig, simulate
+from processors.fraud.features import FEATURE_NAMES, replay_features
+from processors.fraud.quality import DAY_MS
+from processors.fraud.simulator import SimulationConfig, simulate
 from tests.integration.conftest import Worker, _free_port, publish_raw, read_topic
 
 
@@ -159,7 +159,7 @@ def test_a_learner_process_of_its_own_learns_every_label_and_the_scorers_follow_
 ) -> None:
     """STREAMWISE_TRANSACTIONS__LEARNER=separate: the transactions worker leaves the learner
     out, `streamwise worker fraud-learner` learns every label, the scorer scores with it."""
-    from pipelines.transactions import internal_topics
+    from pipelines.fraud.build import internal_topics
 
     tx = settings.transactions.model_copy(update={"learner": "separate"})
     settings = settings.model_copy(update={"transactions": tx})
@@ -199,8 +199,8 @@ def _learned(settings: Settings, until: int, timeout_s: float = 120.0) -> int:
     """The learned count of the newest learner checkpoint, waiting for ``until``."""
     import asyncio
 
-    from pipelines.fraud_learning import checkpoint_learned, latest_snapshot
-    from pipelines.transactions import internal_topics
+    from pipelines.fraud.build import internal_topics
+    from pipelines.fraud.learning import checkpoint_learned, latest_snapshot
 
     topic = internal_topics(settings)["snapshots"]
     deadline = time.monotonic() + timeout_s
@@ -310,11 +310,11 @@ def test_a_second_worker_takes_partitions_over_mid_stream_and_features_stay_exac
 ) -> None:
     """A rebalance between two halves of a stream: the partitions that move are rebuilt from
     their changelogs on the new worker; those the first worker keeps are replayed into its
-    RocksDB by Faust's recovery, which the write-back of ``pipelines.table_state`` relies on.
+    RocksDB by Faust's recovery, which the write-back of ``pipelines.runtime.state`` relies on.
     Labels flow too, so pending rows are written and taken on both sides of the move.
 
     It failed about one run in three until the first record of a partition taken over was
-    checked against the committed offset (``pipelines.batching.OffsetWatch``): Faust resumes
+    checked against the committed offset (``pipelines.runtime.offsets.OffsetWatch``): Faust resumes
     the partition before it seeks it there, records fetched in between came first, and the
     stretch before them then went to dead letters as late (282-441 payments of one partition).
     With RocksDB reads in ``TableState.load`` turned into "empty" it fails on the features
@@ -377,7 +377,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     """Restarted on the same host (state kept) or another one (state rebuilt from changelogs).
 
     The second case is where Faust once skipped records after its table recovery and
-    committed past them (see ``pipelines.batching.OffsetWatch``).
+    committed past them (see ``pipelines.runtime.offsets.OffsetWatch``).
     """
     table = small_table(customers=1000, days=8, seed=5)
     n = table.num_rows
@@ -436,7 +436,7 @@ def _scored(worker: Worker) -> float:
 def _committed_offsets(settings: Settings, group: str) -> dict[int, int]:
     from kafka import KafkaAdminClient
 
-    from pipelines.kafka import client_config
+    from pipelines.kafka.admin import client_config
 
     admin = KafkaAdminClient(**client_config(settings))
     try:
@@ -464,7 +464,7 @@ def _aiokafka_ids(settings: Settings, topic: str) -> set[str]:
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from pipelines.kafka import client_config
+    from pipelines.kafka.admin import client_config
 
     async def read() -> set[str]:
         consumer = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
@@ -489,7 +489,7 @@ def test_a_new_model_listed_in_the_manifest_is_picked_up_without_a_restart(
     settings: Settings, start_worker: Callable[[Settings, str], Worker], tmp_path: Path
 ) -> None:
     from models.fraud_onnx import write_manifest
-    from tests.unit.test_fraud_models import listing, put, tiny_onnx
+    from tests.unit.fraud.test_fraud_models import listing, put, tiny_onnx
 
     path, manifest = tmp_path / "fraud.onnx", tmp_path / "fraud.toml"
     put(path, tiny_onnx(1))

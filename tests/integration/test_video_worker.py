@@ -7,13 +7,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.kafka import client_config
-from pipelines.produce_video import Camera, publish_video
+from pipelines.kafka.admin import client_config
 from pipelines.settings import Settings
-from pipelines.video_settings import VideoSettings
-from processors.schemas import DeadLetter, decode_dead_letter
-from processors.video_frames import VideoFrame, decode_frame, encode_frame
-from processors.video_sources import open_source
+from pipelines.video.produce import Camera, publish_video
+from pipelines.video.settings import VideoSettings
+from processors.common.schemas import DeadLetter, decode_dead_letter
+from processors.video.frames import VideoFrame, decode_frame, encode_frame
+from processors.video.sources import open_source
 from tests.integration.conftest import publish_raw, read_topic
 from tests.video_media import asset
 

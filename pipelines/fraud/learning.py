@@ -1,0 +1,290 @@
+"""The online learner: one writer, checkpointed in a compacted topic that every scorer reads.
+
+``learn-fraud`` consumes ``fraud-training`` (one partition, so one worker in the group owns
+it, whichever it is) and learns each labelled example once, in order (a batch at a time,
+``OnlineFraudLearner.learn_prequential``: one SGD step per example). After each batch
+it publishes a snapshot (the River model and the offset of the last example it covers) to the
+compacted ``fraud-learner`` topic, and only then is the batch acked. A restarted learner loads
+the newest snapshot and skips examples the snapshot already covers, so the learned count is
+exactly the number of examples delivered, with no double learning and no loss. The checkpoint
+also carries the live evaluation's state (:mod:`pipelines.fraud.quality`): the scoring
+policies (champion and challenger), the closed event days and the drift detectors.
+
+Every worker runs a :class:`SnapshotFollower` (a plain consumer outside the group) that keeps
+a :class:`LearnerReplica` current; scorers read the replica and never mutate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from time import monotonic
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from models.fraud_learner import OnlineFraudLearner, SnapshotError
+from pipelines.fraud.quality import QualityMonitor
+from pipelines.runtime.metrics import StepMetrics
+from pipelines.runtime.outputs import Outputs
+from pipelines.runtime.steps import DeadLetterSink, guarded
+from pipelines.settings import Settings
+from processors.fraud.explain import LearnerStats
+from processors.fraud.quality import Policies
+from processors.fraud.wire import decode_rows
+
+__all__ = [
+    "LEARN_STEP",
+    "SNAPSHOT_KEY",
+    "LearnFraud",
+    "LearnerReplica",
+    "SnapshotFollower",
+    "checkpoint_learned",
+    "decode_checkpoint",
+    "decode_snapshot",
+    "encode_snapshot",
+    "latest_snapshot",
+]
+
+LEARN_STEP = "learn-fraud"
+SNAPSHOT_KEY = b"fraud-learner"
+_HEADER = struct.Struct("<8sq")  # magic, offset of the last training record covered
+_MAGIC = b"SWCKPT01"
+_HEADER2 = struct.Struct("<8sqI")  # magic, offset covered, length of the JSON meta after it
+_MAGIC2 = b"SWCKPT02"
+
+log = logging.getLogger(__name__)
+
+
+def encode_snapshot(
+    learner: OnlineFraudLearner, covered: int, meta: dict[str, Any] | None = None
+) -> bytes:
+    """A checkpoint: the learner, the offset it covers and the evaluation's ``meta``."""
+    extra = orjson.dumps(meta or {})
+    return _HEADER2.pack(_MAGIC2, covered, len(extra)) + extra + learner.to_bytes()
+
+
+def _split(raw: bytes) -> tuple[int, dict[str, Any], bytes]:
+    """``(covered, meta, learner bytes)`` of a checkpoint of either format."""
+    if len(raw) >= _HEADER.size and raw[:8] == _MAGIC:
+        _, covered = _HEADER.unpack_from(raw)
+        return int(covered), {}, raw[_HEADER.size :]
+    if len(raw) < _HEADER2.size or raw[:8] != _MAGIC2:
+        raise SnapshotError("not a streamwise learner checkpoint")
+    _, covered, size = _HEADER2.unpack_from(raw)
+    end = _HEADER2.size + size
+    try:
+        meta = orjson.loads(raw[_HEADER2.size : end])
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"damaged checkpoint meta: {exc}") from exc
+    return int(covered), meta, raw[end:]
+
+
+def decode_checkpoint(raw: bytes) -> tuple[OnlineFraudLearner, int, dict[str, Any]]:
+    """The learner, the training offset it covers and the evaluation's meta (``{}``: none)."""
+    covered, meta, learner = _split(raw)
+    return OnlineFraudLearner.from_bytes(learner), covered, meta
+
+
+def decode_snapshot(raw: bytes) -> tuple[OnlineFraudLearner, int]:
+    """The learner and the training offset it covers; raises :class:`SnapshotError`."""
+    learner, covered, _ = decode_checkpoint(raw)
+    return learner, covered
+
+
+def checkpoint_learned(raw: bytes) -> int:
+    """The learned count of a checkpoint, read from its headers without unpickling."""
+    return OnlineFraudLearner.snapshot_learned(_split(raw)[2])
+
+
+def learner_stats(learner: OnlineFraudLearner) -> LearnerStats | None:
+    """``feature -> (mean, std, weight)`` of the scaler and logistic regression, if learned."""
+    if learner.learned == 0:
+        return None
+    scaler, regression = learner.model["StandardScaler"], learner.model["LogisticRegression"]
+    return {
+        name: (
+            float(scaler.means.get(name, 0.0)),
+            math.sqrt(float(scaler.vars.get(name, 0.0))),
+            float(regression.weights.get(name, 0.0)),
+        )
+        for name in learner.feature_names
+    }
+
+
+class LearnerReplica:
+    """The scorers' read-only copy of the learner; :meth:`update` swaps in a snapshot.
+
+    ``policies`` are the champion and challenger of the newest checkpoint (``None`` before
+    one: the scorer then uses its settings).
+    """
+
+    def __init__(self) -> None:
+        self.learner = OnlineFraudLearner()
+        self.stats: LearnerStats | None = None
+        self.policies: Policies | None = None
+
+    def update(self, raw: bytes) -> None:
+        learner, _, meta = decode_checkpoint(raw)
+        try:
+            policies = Policies.from_dict(meta["policies"]) if meta.get("policies") else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"bad scoring policies in a checkpoint: {exc}") from exc
+        self.learner, self.stats = learner, learner_stats(learner)  # one swap per field
+        self.policies = policies
+
+    def predict_batch_versioned(
+        self, x: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], str, LearnerStats | None]:
+        learner, stats = self.learner, self.stats
+        return learner.predict_batch(x), learner.version, stats
+
+
+async def latest_snapshot(settings: Settings, topic: str, timeout_s: float = 30.0) -> bytes | None:
+    """The newest record of the snapshot topic, or ``None`` if it is empty."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from pipelines.kafka.admin import client_config
+
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end == 0:
+            return None
+        consumer.seek(tp, end - 1)
+        record = await asyncio.wait_for(consumer.getone(), timeout_s)
+        value: bytes | None = record.value
+        return value
+    finally:
+        await consumer.stop()
+
+
+class SnapshotFollower:
+    """Reads every snapshot published to ``topic`` into ``replica`` (no consumer group)."""
+
+    def __init__(self, settings: Settings, topic: str, replica: LearnerReplica) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.replica = replica
+        self.applied = 0
+        self.ready = asyncio.Event()  # set once the newest checkpoint (if any) is applied
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from pipelines.kafka.admin import client_config
+
+        tp = TopicPartition(self.topic, 0)
+        while True:  # a broker hiccup restarts the follower; scoring goes on meanwhile
+            consumer = AIOKafkaConsumer(**client_config(self.settings), enable_auto_commit=False)
+            try:
+                await consumer.start()
+                consumer.assign([tp])
+                end = (await consumer.end_offsets([tp]))[tp]
+                consumer.seek(tp, max(end - 1, 0))
+                if end == 0:
+                    self.ready.set()
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1000)
+                    records = [r for batch in batches.values() for r in batch]
+                    if records and records[-1].value:
+                        self._apply(records[-1].value)
+                        self.ready.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: log, wait, reconnect
+                log.warning("learner snapshot follower failed (%s); retrying in 5 s", exc)
+                self.ready.set()  # score with what there is rather than not at all
+                await asyncio.sleep(5)
+            finally:
+                await consumer.stop()
+
+    def _apply(self, raw: bytes) -> None:
+        try:
+            self.replica.update(raw)
+            self.applied += 1
+        except SnapshotError as exc:
+            log.warning("ignored a bad learner snapshot: %s", exc)
+
+
+class LearnFraud:
+    """Stage ``learn-fraud``: learn each example once, checkpoint, then ack."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outputs: Outputs,
+        metrics: StepMetrics,
+        snapshot_topic: str,
+        load_latest: Callable[[], Awaitable[bytes | None]],
+        executor: Executor | None = None,
+    ) -> None:
+        self.outputs = outputs
+        self.metrics = metrics
+        self.snapshot_topic = snapshot_topic
+        self.load_latest = load_latest
+        self.executor = executor
+        self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
+        self.learner: OnlineFraudLearner | None = None
+        self.covered = -1
+        self.monitor = QualityMonitor(settings, metrics, LEARN_STEP)
+
+    async def __call__(self, events: Sequence[Any]) -> None:
+        await guarded(LEARN_STEP, events, self.handle, self.dead)
+
+    async def _restore(self) -> OnlineFraudLearner:
+        raw = await self.load_latest()
+        if raw is None:
+            self.covered = -1
+            self.monitor.restore(None)
+            return OnlineFraudLearner()
+        learner, self.covered, meta = decode_checkpoint(raw)
+        self.monitor.restore(meta)
+        log.info("learner restored: %s, covers training offset %d", learner.version, self.covered)
+        return learner
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        learner = self.learner or await self._restore()
+        self.learner = None  # until this batch is checkpointed, memory may run ahead of it
+        todo: list[list[Any]] = []
+        covered = self.covered
+        for event in events:
+            offset = event.message.offset
+            if offset <= self.covered:
+                continue  # already in the checkpoint
+            try:
+                todo.extend(decode_rows(event.message.value, "examples"))
+            except ValueError as exc:
+                await self.dead.send(event, LEARN_STEP, "invalid_internal", str(exc))
+            covered = max(covered, offset)
+
+        monitor, now = self.monitor, monotonic()
+
+        def learn() -> tuple[bytes, list[tuple[str, bytes, bytes]]]:
+            # [tx_id, is_fraud, features, scored (optional)]; each predicted, then learned
+            flags = [bool(example[1]) for example in todo]
+            scores = learner.learn_prequential([example[2] for example in todo], flags)
+            monitor.prequential(todo, scores)
+            records = monitor.after_batch(todo, learner.version, now)
+            return encode_snapshot(learner, covered, monitor.to_meta()), records
+
+        if covered > self.covered:
+            loop = asyncio.get_running_loop()
+            snapshot, records = await loop.run_in_executor(self.executor, learn)
+            await self.outputs.send(self.snapshot_topic, SNAPSHOT_KEY, snapshot, 0)
+            for topic, key, value in records:  # metrics, drifts, promotions of this batch
+                await self.outputs.send(topic, key, value)
+            await self.outputs.delivered()
+            self.covered = covered
+        self.learner = learner
+        self.metrics.learned.labels(LEARN_STEP).set(learner.learned)
+        self.metrics.events.labels(LEARN_STEP, "ok").inc(len(todo))

@@ -1,0 +1,348 @@
+"""The audio worker's analysis of one micro-batch: reassembly, VAD, windows, features, scores.
+
+:class:`AudioAnalyzer` owns the state of every stream the worker holds (reorder buffer,
+pending samples, VAD recurrent state, speech tracker, level watch, anomaly detector). It is
+synchronous and CPU-bound; the step calls it in an executor, one call at a time, so each
+piece of state has one writer. The state lives in memory: after a restart or a rebalance a
+stream starts afresh (VAD state zero, anomaly detector relearning).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.silero_vad import CONTEXT, FRAME, RATE, STATE_SHAPE
+from models.sound_anomaly import StreamAnomaly
+from models.sound_classifier import SoundClassifier
+from pipelines.audio.settings import AudioSettings
+from processors.audio.codec import AudioChunk, to_mono_float
+from processors.audio.events import LevelWatch, SoundEvent, SpeechTracker
+from processors.audio.features import (
+    FEATURE_NAMES,
+    FrameCache,
+    LogMel,
+    shared_window_stats,
+    stats_features,
+    stats_log_mels,
+)
+from processors.audio.reassembly import Reassembler
+from processors.audio.windows import StreamBuffer
+
+__all__ = ["AudioAnalyzer", "BatchResult", "Finding", "VadModel", "WindowResult"]
+
+Array = npt.NDArray[np.float32]
+
+
+class VadModel(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    def predict_batch(self, frames: Array, states: Array) -> tuple[Array, Array]: ...
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One analysis window of one stream, ready to become a prediction."""
+
+    stream_id: str
+    index: int  # window number: start sample // hop
+    event_time: datetime
+    features: dict[str, float]
+    anomaly_score: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An alert-worthy event; ``event_id`` is unique per stream and occurrence."""
+
+    stream_id: str
+    kind: str
+    event_id: str
+    score: float
+    threshold: float
+    reasons: list[str]
+    event_time: datetime
+
+
+@dataclass
+class BatchResult:
+    windows: list[WindowResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    duplicates: int = 0
+    late: int = 0
+    gap_chunks: int = 0
+    vad_frames: int = 0
+    vad_calls: int = 0
+
+
+class StreamState:
+    """Everything the worker remembers about one stream."""
+
+    def __init__(self, conf: AudioSettings, now: float) -> None:
+        window, hop = round(conf.window_s * RATE), round(conf.hop_s * RATE)
+        self.reassembler = Reassembler(conf.reorder_chunks)
+        self.buffer = StreamBuffer(window, hop, FRAME, CONTEXT)
+        self.vad_state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self.spectra = FrameCache()  # STFT frame statistics shared by overlapping windows
+        self.probs: deque[tuple[int, float]] = deque()  # (frame start, speech probability)
+        self.speech = SpeechTracker(
+            conf.speech_threshold,
+            round(conf.speech_min_s * RATE),
+            round(conf.speech_silence_s * RATE),
+        )
+        self.level = LevelWatch(
+            RATE, conf.level_alert_dbfs, conf.clip_alert_ratio, conf.silence_dbfs, conf.dead_after_s
+        )
+        self.anomaly = StreamAnomaly(FEATURE_NAMES, window_size=conf.anomaly_window)
+        self.anomalous = False
+        self.captures: dict[int, int] = {}  # seq -> capture ns, until released
+        self.anchor = (0, 0)  # (sample index, capture ns) of the latest released chunk
+        self.last_arrival = now
+        self.stalled = False
+
+    def time_at(self, sample: int) -> datetime:
+        index, ns = self.anchor
+        return datetime.fromtimestamp((ns + (sample - index) * 1e9 / RATE) / 1e9, UTC)
+
+
+def _seconds(sample: int) -> str:
+    return f"{sample / RATE:.2f} s"
+
+
+class AudioAnalyzer:
+    """``process(chunks, now) -> BatchResult``; ``check_stalled(now)`` for silent streams."""
+
+    def __init__(
+        self,
+        conf: AudioSettings,
+        vad: VadModel,
+        classifier: SoundClassifier | None = None,
+    ) -> None:
+        self.conf = conf
+        self.vad = vad
+        self.classifier = classifier
+        self.logmel = LogMel()
+        self.streams: dict[str, StreamState] = {}
+
+    # ------------------------------------------------------------------ ingest
+    def process(self, chunks: Sequence[AudioChunk], now: float) -> BatchResult:
+        result = BatchResult()
+        touched: list[str] = []
+        for chunk in chunks:
+            state = self.streams.get(chunk.stream_id)
+            if state is None:
+                state = self.streams[chunk.stream_id] = StreamState(self.conf, now)
+            state.last_arrival, state.stalled = now, False
+            self._ingest(state, chunk, result)
+            if chunk.stream_id not in touched:
+                touched.append(chunk.stream_id)
+        self._run_vad(touched, result)
+        self._run_windows(touched, result)
+        return result
+
+    def _ingest(self, state: StreamState, chunk: AudioChunk, result: BatchResult) -> None:
+        released = state.reassembler.push(chunk.seq, to_mono_float(chunk))
+        result.duplicates += released.duplicate
+        result.late += released.late
+        result.gap_chunks += released.gap_chunks
+        if released.duplicate or released.late:
+            return
+        state.captures[chunk.seq] = chunk.capture_ns
+        seq = released.first_seq
+        for samples in released.samples:
+            assert seq is not None
+            capture = state.captures.pop(seq, None)
+            if capture is not None:
+                state.anchor = (state.buffer.total, capture)
+            state.buffer.append(samples)
+            seq += 1
+
+    # ------------------------------------------------------------------ VAD
+    def _run_vad(self, streams: list[str], result: BatchResult) -> None:
+        pending = {sid: self.streams[sid].buffer.take_frames() for sid in streams}
+        pending = {sid: f for sid, f in pending.items() if len(f[1])}
+        rounds = max((len(frames) for _, frames in pending.values()), default=0)
+        for r in range(rounds):
+            ids = [sid for sid, (_, frames) in pending.items() if len(frames) > r]
+            if self.conf.vad_batched:
+                batch = np.stack([pending[sid][1][r] for sid in ids])
+                states = np.stack([self.streams[sid].vad_state for sid in ids])
+                probs, new_states = self.vad.predict_batch(batch, states)
+                result.vad_calls += 1
+            else:
+                outs = [
+                    self.vad.predict_batch(
+                        pending[sid][1][r][None], self.streams[sid].vad_state[None]
+                    )
+                    for sid in ids
+                ]
+                probs = np.concatenate([p for p, _ in outs])
+                new_states = np.concatenate([s for _, s in outs])
+                result.vad_calls += len(ids)
+            result.vad_frames += len(ids)
+            for i, sid in enumerate(ids):
+                state = self.streams[sid]
+                state.vad_state = new_states[i]
+                start = pending[sid][0] + r * FRAME
+                prob = float(probs[i])
+                state.probs.append((start, prob))
+                for event in state.speech.update(prob):
+                    result.findings.append(self._speech_finding(sid, state, event))
+
+    def _speech_finding(self, sid: str, state: StreamState, event: SoundEvent) -> Finding:
+        reasons = [f"speech from {_seconds(event.start)} of the stream"]
+        at = event.start
+        if event.end is not None:
+            at = event.end
+            reasons.append(f"lasted {(event.end - event.start) / RATE:.2f} s until {_seconds(at)}")
+        reasons.append(f"peak speech probability {event.value:.2f}")
+        return Finding(
+            sid,
+            event.kind,
+            f"{sid}@{event.start}",
+            round(event.value, 4),
+            self.conf.speech_threshold,
+            reasons,
+            state.time_at(at),
+        )
+
+    # ------------------------------------------------------------------ windows
+    def _run_windows(self, streams: list[str], result: BatchResult) -> None:
+        taken = [
+            (sid, start, w)
+            for sid in streams
+            for start, w in self.streams[sid].buffer.take_windows()
+        ]
+        if not taken:
+            return
+        windows = np.stack([w for _, _, w in taken])
+        stats = shared_window_stats(
+            [self.streams[sid].spectra for sid, _, _ in taken],
+            [start for _, start, _ in taken],
+            windows,
+            self.logmel,
+        )
+        features = stats_features(windows, stats, self.logmel, self.conf.clip_level)
+        classes = self._classify(stats)
+        hop = round(self.conf.hop_s * RATE)
+        for i, (sid, start, window) in enumerate(taken):
+            state = self.streams[sid]
+            end = start + len(window)
+            values = dict(
+                zip(FEATURE_NAMES, (round(float(v), 6) for v in features[i]), strict=True)
+            )
+            speech = max((p for s, p in state.probs if start <= s < end), default=0.0)
+            score, zscores = state.anomaly.score_then_learn(features[i].tolist())
+            ready = state.anomaly.ready
+            values |= {
+                "speech_probability": round(speech, 4),
+                "anomaly_ready": float(ready),
+                "gap_chunks_total": float(state.reassembler.gap_chunks),
+            }
+            values |= classes[i] if classes else {}
+            result.windows.append(
+                WindowResult(sid, start // hop, state.time_at(start), values, round(score, 6))
+            )
+            for event in state.level.update(
+                start, end, values["rms_dbfs"], values["clipping_ratio"]
+            ):
+                result.findings.append(self._level_finding(sid, state, event))
+            anomalous = ready and score >= self.conf.anomaly_threshold
+            if anomalous and not state.anomalous:
+                top = sorted(zscores.items(), key=lambda kv: -abs(kv[1]))[:2]
+                reasons = [
+                    f"score {score:.3f} >= {self.conf.anomaly_threshold} "
+                    f"after {state.anomaly.seen} windows"
+                ]
+                reasons += [
+                    f"{name} {z:+.1f} standard deviations from this stream's normal"
+                    for name, z in top
+                ]
+                result.findings.append(
+                    Finding(
+                        sid,
+                        "acoustic_anomaly",
+                        f"{sid}@{start}",
+                        round(score, 6),
+                        self.conf.anomaly_threshold,
+                        reasons,
+                        state.time_at(start),
+                    )
+                )
+            state.anomalous = anomalous
+        for sid in streams:
+            state = self.streams[sid]
+            keep_from = state.buffer.next_window_start
+            while state.probs and state.probs[0][0] < keep_from:
+                state.probs.popleft()
+            state.spectra.forget_before(keep_from, self.logmel.step)
+
+    def _classify(self, stats: npt.NDArray[np.float64]) -> list[dict[str, float]]:
+        if self.classifier is None:
+            return []
+        scores = self.classifier.predict_batch(stats_log_mels(stats, self.logmel))
+        names = self.classifier.classes
+        top = np.argsort(-scores, axis=1)[:, : self.conf.classifier_top]
+        return [
+            {f"class:{names[j]}": round(float(row[j]), 4) for j in idx}
+            for row, idx in zip(scores, top, strict=True)
+        ]
+
+    def _level_finding(self, sid: str, state: StreamState, event: SoundEvent) -> Finding:
+        c = self.conf
+        if event.kind == "level_high":
+            threshold, reasons = (
+                c.level_alert_dbfs,
+                [f"RMS level {event.value:.1f} dBFS >= {c.level_alert_dbfs} dBFS"],
+            )
+        elif event.kind == "clipping":
+            threshold, reasons = (
+                c.clip_alert_ratio,
+                [f"{event.value:.1%} of samples at full scale (>= {c.clip_alert_ratio:.1%})"],
+            )
+        else:
+            threshold = c.dead_after_s
+            reasons = [
+                f"below {c.silence_dbfs} dBFS for {event.value:.1f} s since {_seconds(event.start)}"
+            ]
+        return Finding(
+            sid,
+            event.kind,
+            f"{sid}@{event.start}",
+            round(event.value, 6),
+            threshold,
+            reasons,
+            state.time_at(event.start),
+        )
+
+    # ------------------------------------------------------------------ silence
+    def check_stalled(self, now: float) -> list[Finding]:
+        """Streams whose chunks stopped for ``dead_after_s``: dead microphone, speech ended."""
+        findings: list[Finding] = []
+        for sid, state in self.streams.items():
+            quiet = now - state.last_arrival
+            if state.stalled or quiet < self.conf.dead_after_s:
+                continue
+            state.stalled = True
+            for event in state.speech.close():
+                findings.append(self._speech_finding(sid, state, event))
+            at = state.buffer.total
+            findings.append(
+                Finding(
+                    sid,
+                    "dead_microphone",
+                    f"{sid}@{at}:stalled",
+                    round(quiet, 3),
+                    self.conf.dead_after_s,
+                    [f"no chunks for {quiet:.1f} s (after {_seconds(at)} of audio)"],
+                    state.time_at(at),
+                )
+            )
+        return findings
