@@ -21,6 +21,7 @@ from pipelines.video.settings import VideoSettings
 
 __all__ = [
     "LocalBrokerSettings",
+    "PolicySettings",
     "SecuritySettings",
     "Settings",
     "TopicSettings",
@@ -92,6 +93,27 @@ class WorkerSettings(BaseModel):
     # loop, back from a socket read, gets it: at Python's 5 ms the loop waited on it batch
     # after batch (see docs/operations.md).
     switch_interval_s: float = Field(default=0.0005, ge=0.0001, le=0.1)
+    # The runtime reaches into faust-streaming and aiokafka internals (pipelines/runtime/
+    # compat.py) checked on pinned versions only; a worker refuses others unless this is set.
+    allow_unchecked_versions: bool = False
+
+
+class PolicySettings(BaseModel):
+    """What a step does with a failure; each policy is named and the same for every step.
+
+    ``dead_letter`` (the default of each) sends the input's original bytes to
+    ``dead-letters`` with the reason and goes on; ``drop`` counts and logs it and goes on;
+    ``stop`` stops the worker without acking the batch, so it is read again after a restart.
+    """
+
+    model_config = _FROZEN
+
+    # An event older than its window's grace period (a late payment).
+    on_late: Literal["dead_letter", "drop"] = "dead_letter"
+    # A batch whose handling raised (a bug, a failing model).
+    on_processing_error: Literal["dead_letter", "drop", "stop"] = "dead_letter"
+    # A batch whose outputs the broker refused.
+    on_delivery_error: Literal["dead_letter", "stop"] = "dead_letter"
 
 
 class Settings(BaseSettings):
@@ -122,6 +144,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
     worker: WorkerSettings = WorkerSettings()
+    policies: PolicySettings = PolicySettings()
     transactions: TransactionSettings = TransactionSettings()
     audio: AudioSettings = AudioSettings()
     video: VideoSettings = VideoSettings()

@@ -28,25 +28,26 @@ import numpy as np
 
 from models.assets import fetch_all
 from pipelines.audio.produce import AudioStream, chunked, load_audio, publish_audio
-from pipelines.bench.transactions import (
-    PredictionReader,
-    WorkerProcess,
-    _create_topics,
-    _ensure_broker,
-    _kafka_version,
-    _say,
-    detail_lines,
+from pipelines.bench.harness import (
+    MIB,
+    REPO,
+    create_run_topics,
+    ensure_broker,
     isolated_settings,
-    machine_info,
+    kafka_version,
     run_scope,
+    say,
 )
+from pipelines.bench.host import machine_info
+from pipelines.bench.reader import PredictionReader
+from pipelines.bench.report import detail_lines, table_lines
+from pipelines.bench.worker_process import WorkerProcess
 from pipelines.settings import Settings
 
 __all__ = ["format_report", "run_bench"]
 
 RATE = 16000
 CHUNK_MS = 100
-_REPO = Path(__file__).resolve().parents[2]
 _MEDIA = (
     "alsa-front-center.wav",
     "alsa-noise.wav",
@@ -61,8 +62,8 @@ _MEDIA = (
 
 
 def _media(assets: Path) -> list[np.ndarray]:
-    fetch_all(_REPO / "models" / "audio.toml", assets)
-    fetch_all(_REPO / "tests" / "media" / "audio.toml", assets)
+    fetch_all(REPO / "models" / "audio.toml", assets)
+    fetch_all(REPO / "tests" / "media" / "audio.toml", assets)
     return [load_audio(assets / name) for name in _MEDIA]
 
 
@@ -83,13 +84,6 @@ def _windows(settings: Settings, chunks: int) -> int:
     return max(0, (samples - window) // hop + 1)
 
 
-def _cpu_seconds(worker: WorkerProcess) -> float:
-    import psutil  # type: ignore[import-untyped]
-
-    times = psutil.Process(worker.proc.pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def _capacity(
     settings: Settings, streams: list[AudioStream]
 ) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
@@ -101,9 +95,9 @@ def _capacity(
     reader = PredictionReader(settings, settings.topics.predictions)
     try:
         reader.wait_for(1, worker, 180.0)
-        cpu0, first = _cpu_seconds(worker), len(reader.first_ms)
+        cpu0, first = worker.cpu_seconds(), len(reader.first_ms)
         stamps = reader.wait_for(len(expected), worker, max(180.0, len(expected) / 50))
-        cpu1 = _cpu_seconds(worker)
+        cpu1 = worker.cpu_seconds()
     except BaseException:
         reader.close()
         worker.stop()
@@ -172,7 +166,7 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
     """Run the steps of the module docstring once; return the results."""
     if streams < 1 or seconds < 2:
         raise ValueError("need at least one stream of two seconds")
-    _ensure_broker(settings)
+    ensure_broker(settings)
     media = _media(settings.assets_dir)
     vad = settings.assets_dir.resolve() / "silero_vad.onnx"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -183,35 +177,35 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
     flat = shared.model_copy(update={"audio": audio.model_copy(update={"vad_batched": False})})
     unbatched = isolated_settings(flat, f"{run_id}-unbatched", base / "unbatched")
     few = max(1, streams // 4)
-    _say(f"run {run_id}: {streams} streams x {seconds:.0f} s, state in {base}")
+    say(f"run {run_id}: {streams} streams x {seconds:.0f} s, state in {base}")
     with run_scope(settings, run_id, base):
-        _create_topics(main)
-        _create_topics(unbatched)
+        create_run_topics(main)
+        create_run_topics(unbatched)
         load = _streams(media, "pre", streams, seconds)
         publish_audio(main, load, chunk_ms=CHUNK_MS, realtime=False)
         publish_audio(unbatched, load[:few], chunk_ms=CHUNK_MS, realtime=False)
-        _say(f"pre-loaded {sum(len(s.chunks) for s in load):,} chunks")
+        say(f"pre-loaded {sum(len(s.chunks) for s in load):,} chunks")
         worker, reader, batched = _capacity(main, load)
         try:
-            _say(f"batched: {batched['streams_per_core']:.0f} streams per core")
+            say(f"batched: {batched['streams_per_core']:.0f} streams per core")
             live = _streams(media, "live", streams, seconds)
-            _say(f"latency: {streams} real-time streams for {seconds:.0f} s")
+            say(f"latency: {streams} real-time streams for {seconds:.0f} s")
             latency = _latency(main, reader, worker, live)
         finally:
             reader.close()
             worker.stop()
-        batched["peak_rss_mib"] = worker.peak_rss / (1024 * 1024)
-        _say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
+        batched["peak_rss_mib"] = worker.peak_rss / MIB
+        say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
         worker2, reader2, flat_result = _capacity(unbatched, load[:few])
         reader2.close()
         worker2.stop()
-        _say(f"unbatched: {flat_result['streams_per_core']:.0f} streams per core")
+        say(f"unbatched: {flat_result['streams_per_core']:.0f} streams per core")
     return {
         "pipeline": "audio",
         "streams": streams,
         "seconds": seconds,
         "chunk_ms": CHUNK_MS,
-        "kafka_version": _kafka_version(settings),
+        "kafka_version": kafka_version(settings),
         "batched": batched,
         "unbatched": flat_result,
         "latency": latency,
@@ -228,20 +222,25 @@ def format_report(report: dict[str, Any]) -> str:
         (f"batched VAD ({b['streams']} streams)", b),
         (f"unbatched VAD ({u['streams']} streams)", u),
     ]
-    width = max(len(label) for label, _ in rows)
     lines = [
         f"streamwise bench: audio, {report['streams']} streams x {report['seconds']:.0f} s, "
         f"{report['chunk_ms']} ms chunks, Kafka {report['kafka_version'] or '(external)'}",
         f"machine: {m['cpus']} CPUs, Python {m['python']}",
         "",
-        f"  {'worker':<{width}}  {'audio s/wall s':>14}  "
-        f"{'CPU s/audio s':>13}  {'streams/core':>12}",
+        *table_lines(
+            ("worker", "audio s/wall s", "CPU s/audio s", "streams/core"),
+            [
+                (
+                    label,
+                    f"{r['audio_s_per_wall_s']:,.1f}",
+                    f"{r['cpu_s_per_audio_s']:.4f}",
+                    f"{r['streams_per_core']:,.0f}",
+                )
+                for label, r in rows
+            ],
+            ("left", "right", "right", "right"),
+        ),
     ]
-    for label, r in rows:
-        lines.append(
-            f"  {label:<{width}}  {r['audio_s_per_wall_s']:>14,.1f}  "
-            f"{r['cpu_s_per_audio_s']:>13.4f}  {r['streams_per_core']:>12,.0f}"
-        )
     details = [
         ("batching gain (streams/core)", f"{report['batching_gain']:.2f}x"),
         ("batched worker peak RSS", f"{b['peak_rss_mib']:,.0f} MiB"),

@@ -18,11 +18,9 @@ Frames are the real ``carphone`` clip scaled to 640x480 and JPEG-encoded once, s
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,21 +28,24 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipelines.bench.transactions import (
+from pipelines.bench.harness import (
+    MIB,
     BenchError,
-    PredictionReader,
-    WorkerProcess,
-    _create_topics,
-    _ensure_broker,
-    _kafka_version,
-    _ratio,
-    _say,
-    _throughput,
+    create_run_topics,
+    ensure_broker,
     isolated_settings,
-    machine_info,
+    kafka_version,
+    ratio,
     run_scope,
+    say,
+    throughput,
+    timeout_for,
 )
-from pipelines.kafka.admin import client_config
+from pipelines.bench.host import machine_info, on_cpu, usable_cpus
+from pipelines.bench.reader import PredictionReader
+from pipelines.bench.report import table_lines
+from pipelines.bench.worker_process import WorkerProcess
+from pipelines.kafka.bulk_io import send_records
 from pipelines.settings import Settings
 from pipelines.video.build import load_detector
 from processors.common.schemas import Rejected
@@ -60,7 +61,6 @@ from processors.video.frames import VideoFrame, encode_frame
 
 __all__ = ["format_report", "run_bench_video"]
 
-_MIB = 1024 * 1024
 _SIZE = (640, 480)
 _LATENCY_S = 10.0
 _FLOOR_FPS = 2.0  # waits give up after frames / this many seconds (at least 120 s)
@@ -89,16 +89,6 @@ def _encoded(images: Sequence[np.ndarray], count: int, cameras: int) -> list[Vid
         VideoFrame(f"cam{i % cameras}", i // cameras, now, "jpeg", *_SIZE, jpegs[i % len(jpegs)])
         for i in range(count)
     ]
-
-
-@contextmanager
-def _one_core(core: int) -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _standalone(settings: Settings, frames: Sequence[VideoFrame]) -> dict[str, float]:
@@ -134,26 +124,12 @@ def _standalone(settings: Settings, frames: Sequence[VideoFrame]) -> dict[str, f
 def _publish(
     settings: Settings, messages: Sequence[tuple[str, bytes]], fps: float | None
 ) -> dict[str, int]:
-    """Send ``(event_id, value)`` pairs (paced at ``fps`` if given); return send ms by id."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        **client_config(settings), acks="all", linger_ms=5, max_request_size=8 * _MIB
-    )
-    sent: dict[str, int] = {}
-    try:
-        started = time.perf_counter()
-        for i, (event_id, value) in enumerate(messages):
-            if fps is not None and (ahead := started + i / fps - time.perf_counter()) > 0:
-                time.sleep(ahead)
-            ms = time.time_ns() // 1_000_000
-            key = event_id.split(":")[0].encode()
-            producer.send(settings.topics.video_frames, key=key, value=value, timestamp_ms=ms)
-            sent[event_id] = ms
-        producer.flush()
-    finally:
-        producer.close()
-    return sent
+    """Send ``(event_id, value)`` pairs, keyed by camera (paced at ``fps`` if given); return
+    send ms by id."""
+    topic = settings.topics.video_frames
+    records = [(topic, event_id.split(":")[0].encode(), value) for event_id, value in messages]
+    sent = send_records(settings, records, fps, f"{settings.app_prefix}-frames")
+    return {event_id: ms for (event_id, _), ms in zip(messages, sent.stamps_ms, strict=True)}
 
 
 def _messages(frames: Sequence[VideoFrame], fresh: bool = False) -> list[tuple[str, bytes]]:
@@ -164,31 +140,23 @@ def _messages(frames: Sequence[VideoFrame], fresh: bool = False) -> list[tuple[s
     return out
 
 
-def _pin(worker: WorkerProcess, core: int) -> None:
-    import psutil  # type: ignore[import-untyped]
-
-    for proc in [psutil.Process(worker.proc.pid)]:
-        proc.cpu_affinity([core])
-
-
 def _measure(
     settings: Settings, frames: Sequence[VideoFrame], core: int, latency: bool
 ) -> dict[str, Any]:
     messages = _messages(frames)
     _publish(settings, messages, None)
-    worker = WorkerProcess(settings, "video")
-    _pin(worker, core)
+    worker = WorkerProcess(settings, "video", core)
     reader = PredictionReader(settings, settings.topics.predictions)
     try:
-        timeout = max(120.0, len(frames) / _FLOOR_FPS)
+        timeout = timeout_for(len(frames), _FLOOR_FPS)
         firsts = reader.wait_for(len(frames), worker, timeout)
-        fps, _ = _throughput([firsts[event_id] for event_id, _ in messages])
+        fps, _ = throughput([firsts[event_id] for event_id, _ in messages])
         result: dict[str, Any] = {"fps": fps}
         if latency:
             rate = fps / 2
             count = min(len(frames), max(10, int(rate * _LATENCY_S)))  # reuses the load's frames
             later = [replace(f, frame_no=f.frame_no + 1_000_000) for f in frames[:count]]
-            _say(f"latency: {count} frames at {rate:.1f}/s")
+            say(f"latency: {count} frames at {rate:.1f}/s")
             sent = _publish(settings, _messages(later, fresh=True), rate)
             firsts = reader.wait_for(len(frames) + count, worker, timeout)
             lat = np.array([firsts[k] - ms for k, ms in sent.items()], dtype=np.float64)
@@ -197,13 +165,13 @@ def _measure(
     finally:
         reader.close()
         worker.stop()
-    result["peak_rss_mib"] = worker.peak_rss / _MIB
+    result["peak_rss_mib"] = worker.peak_rss / MIB
     return result
 
 
 def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> dict[str, Any]:
     """Run the steps of the module docstring once; return the results."""
-    _ensure_broker(settings)
+    ensure_broker(settings)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     base = (settings.home / "bench" / run_id).resolve()
     video = settings.video.model_copy(
@@ -220,19 +188,19 @@ def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> 
     gated = isolated_settings(settings, f"{run_id}-gated", base / "gated").model_copy(
         update={"video": video.model_copy(update={"motion_gating": True})}
     )
-    core = sorted(os.sched_getaffinity(0))[-1]
+    core = max(usable_cpus())
     data = _encoded(_clip_frames(settings), frames, cameras)
-    _say(f"run {run_id}: {frames} frames of 640x480 from {cameras} cameras, one core (#{core})")
+    say(f"run {run_id}: {frames} frames of 640x480 from {cameras} cameras, one core (#{core})")
     with run_scope(settings, run_id, base):
-        with _one_core(core):
+        with on_cpu(core):
             standalone = _standalone(every, data)
-        _say(f"standalone decode + detection: {standalone['decode_detect_fps']:.1f} frames/s")
-        _create_topics(every)
-        _create_topics(gated)
+        say(f"standalone decode + detection: {standalone['decode_detect_fps']:.1f} frames/s")
+        create_run_topics(every)
+        create_run_topics(gated)
         measured = _measure(every, data, core, latency=True)
-        _say(f"worker, detection on every frame: {measured['fps']:.1f} frames/s")
+        say(f"worker, detection on every frame: {measured['fps']:.1f} frames/s")
         measured_gated = _measure(gated, data, core, latency=False)
-        _say(f"worker, motion-gated: {measured_gated['fps']:.1f} frames/s")
+        say(f"worker, motion-gated: {measured_gated['fps']:.1f} frames/s")
     base_fps = standalone["decode_detect_fps"]
     v = every.video
     return {
@@ -242,13 +210,13 @@ def run_bench_video(settings: Settings, frames: int = 600, cameras: int = 2) -> 
         "input": f"{_SIZE[0]}x{_SIZE[1]} JPEG q90 (carphone clip, upscaled)",
         "detect_size": f"{v.detect_width}x{v.detect_height}",
         "batch_size": v.batch_size,
-        "kafka_version": _kafka_version(settings),
+        "kafka_version": kafka_version(settings),
         "standalone": standalone,
         "worker": measured,
         "worker_gated": measured_gated,
         "ratios": {
-            "worker_vs_standalone": _ratio(measured["fps"], base_fps),
-            "gated_vs_standalone": _ratio(measured_gated["fps"], base_fps),
+            "worker_vs_standalone": ratio(measured["fps"], base_fps),
+            "gated_vs_standalone": ratio(measured_gated["fps"], base_fps),
         },
         "machine": machine_info(),
     }
@@ -264,12 +232,11 @@ def format_report(report: dict[str, Any]) -> str:
         (
             "standalone decode + features + detection",
             s["analysis_fps"],
-            f"{_ratio(s['analysis_fps'], s['decode_detect_fps']):.2f}",
+            f"{ratio(s['analysis_fps'], s['decode_detect_fps']):.2f}",
         ),
         ("worker, detection on every frame", w["fps"], f"{r['worker_vs_standalone']:.2f}"),
         ("worker, motion-gated detection", g["fps"], f"{r['gated_vs_standalone']:.2f}"),
     ]
-    width = max(len(label) for label, _, _ in rows)
     lines = [
         f"streamwise bench: video, {report['frames']} frames of {report['input']}, "
         f"{report['cameras']} cameras, detection at {report['detect_size']}, "
@@ -277,8 +244,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}; "
         "bench and workers pinned to one core",
         "",
-        f"  {'one core':<{width}}  {'frames/s':>9}  {'vs standalone':>13}",
-        *(f"  {label:<{width}}  {fps:>9.1f}  {ratio:>13}" for label, fps, ratio in rows),
+        *table_lines(
+            ("one core", "frames/s", "vs standalone"),
+            [(label, f"{fps:.1f}", shown) for label, fps, shown in rows],
+            ("left", "right", "right"),
+            (0, 9),
+        ),
         "",
         f"  latency publish -> prediction: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
         f"({lat['frames']} frames at {lat['rate']:.1f}/s, half the worker's rate)",

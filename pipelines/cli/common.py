@@ -1,4 +1,4 @@
-"""What every ``streamwise`` command module shares: loading settings, printing reports."""
+"""What every ``streamwise`` command module shares: loading, printing settings and reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from pipelines.settings import Settings
 
-__all__ = ["echo_report", "load_settings"]
+__all__ = ["echo_report", "load_settings", "print_settings"]
 
 
 def load_settings() -> Settings:
@@ -20,6 +20,19 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid STREAMWISE_* settings:\n{exc}") from exc
+
+
+def print_settings(settings: Settings) -> None:
+    """The resolved settings as a table on stderr, secrets masked (``settings``, ``worker``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="streamwise settings", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in settings.describe():
+        table.add_row(name, value)
+    Console(stderr=True).print(table)
 
 
 def echo_report(

@@ -16,13 +16,12 @@ Each state has one owner: customer windows live on the ``transactions`` partitio
 customer, terminal windows and pending features on the ``tx-by-terminal`` partition of their
 terminal, and the learner on the single ``fraud-training`` partition (with
 ``STREAMWISE_TRANSACTIONS__LEARNER=separate``, only in ``streamwise worker fraud-learner``:
-:func:`build_learner`). Bad or late input goes
-to ``dead-letters``; every batch is acked only after its outputs were delivered.
+:func:`build_learner`). Bad input goes to ``dead-letters``, late input to the ``on_late``
+policy (dead letters by default); every batch is acked only after its outputs were delivered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +41,10 @@ from pipelines.fraud.routing import CUSTOMER_STEP, LABEL_STEP, CustomerFeatures,
 from pipelines.fraud.scoring import PIPELINE, STEP, ScoreTransactions
 from pipelines.kafka.admin import TopicSpec
 from pipelines.runtime.app import raw_topic
-from pipelines.runtime.ingress import BulkIngress, bulk_agent
 from pipelines.runtime.metrics import StepMetrics
-from pipelines.runtime.offsets import kafka_refetch
 from pipelines.runtime.outputs import FaustOutputs
+from pipelines.runtime.stages import Stages
 from pipelines.runtime.state import TableState
-from pipelines.runtime.steps import Handover, guarded_start
 from pipelines.settings import Settings
 
 __all__ = [
@@ -191,19 +188,18 @@ def build(
     )
     size = settings.worker.batch_size
     within = settings.transactions.batch_within_s  # not the worker's: see its settings
-    bulk = _bulk_declarer(app, settings)
+    stages = Stages(app, settings)
 
     agents = {
-        CUSTOMER_STEP: bulk(
-            raw_topic(app, t.transactions, t.partitions), CUSTOMER_STEP, customers, size, within
+        CUSTOMER_STEP: stages.declare(
+            raw_topic(app, t.transactions, t.partitions), customers, size, within
         ),
-        LABEL_STEP: bulk(
-            raw_topic(app, t.transaction_labels, t.partitions), LABEL_STEP, labels, size, within
+        LABEL_STEP: stages.declare(
+            raw_topic(app, t.transaction_labels, t.partitions), labels, size, within
         ),
         # Each record here holds a whole upstream batch's rows for one partition.
-        STEP: bulk(
+        STEP: stages.declare(
             app.topic(names["tx"], names["labels"], value_serializer="raw"),
-            STEP,
             scorer,
             max(1, size // 10),
             within,
@@ -211,7 +207,7 @@ def build(
     }
     learner = None
     if settings.transactions.learner == "inline":
-        learner, agents[LEARN_STEP] = _declare_learner(app, settings, bulk)
+        learner, agents[LEARN_STEP] = _declare_learner(app, settings, stages)
     app.task(follower.run)
     return TransactionsPipeline(app, settings, scorer, customers, learner, replica, agents)
 
@@ -226,26 +222,11 @@ def build_learner(app: faust.App, settings: Settings) -> LearnFraud:
     two places neither loses nor repeats an example (the checkpoint's offset is what counts,
     not a group's committed offset).
     """
-    learner, _ = _declare_learner(app, settings, _bulk_declarer(app, settings))
+    learner, _ = _declare_learner(app, settings, Stages(app, settings))
     return learner
 
 
-def _bulk_declarer(app: faust.App, settings: Settings) -> Any:
-    """``bulk(channel, name, step, most, wait_s)``: a stage reading whole fetches
-    (:mod:`pipelines.runtime.ingress`), not Faust's record-at-a-time streams."""
-    ingress = BulkIngress(app)
-    refetch = kafka_refetch(settings)
-
-    def bulk(channel: faust.TopicT, name: str, step: Any, most: int, wait_s: float) -> Any:
-        def start(events: list[Any]) -> Awaitable[Handover]:  # the step, as guarded() runs it
-            return guarded_start(name, events, step.handle, step.dead)
-
-        return bulk_agent(app, ingress, channel, name, start, most, wait_s, refetch)
-
-    return bulk
-
-
-def _declare_learner(app: faust.App, settings: Settings, bulk: Any) -> tuple[LearnFraud, Any]:
+def _declare_learner(app: faust.App, settings: Settings, stages: Stages) -> tuple[LearnFraud, Any]:
     """The learner stage on ``app``, with a thread of its own, and its agent."""
     t, names = settings.topics, internal_topics(settings)
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
@@ -260,4 +241,4 @@ def _declare_learner(app: faust.App, settings: Settings, bulk: Any) -> tuple[Lea
     )
     channel = raw_topic(app, names["training"], 1)
     size, wait_s = settings.worker.batch_size, settings.transactions.learner_batch_s
-    return learner, bulk(channel, LEARN_STEP, learner, size, wait_s)
+    return learner, stages.declare(channel, learner, size, wait_s)

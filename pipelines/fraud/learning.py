@@ -31,9 +31,11 @@ import orjson
 
 from models.fraud_learner import OnlineFraudLearner, SnapshotError
 from pipelines.fraud.quality import QualityMonitor
+from pipelines.kafka.compacted import follow_latest, latest_value
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs
-from pipelines.runtime.steps import DeadLetterSink, guarded
+from pipelines.runtime.policies import FailurePolicies
+from pipelines.runtime.steps import DeadLetterSink
 from pipelines.settings import Settings
 from processors.fraud.explain import LearnerStats
 from processors.fraud.quality import Policies
@@ -148,24 +150,7 @@ class LearnerReplica:
 
 async def latest_snapshot(settings: Settings, topic: str, timeout_s: float = 30.0) -> bytes | None:
     """The newest record of the snapshot topic, or ``None`` if it is empty."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from pipelines.kafka.admin import client_config
-
-    tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(**client_config(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        if end == 0:
-            return None
-        consumer.seek(tp, end - 1)
-        record = await asyncio.wait_for(consumer.getone(), timeout_s)
-        value: bytes | None = record.value
-        return value
-    finally:
-        await consumer.stop()
+    return await latest_value(settings, topic, timeout_s)
 
 
 class SnapshotFollower:
@@ -179,34 +164,8 @@ class SnapshotFollower:
         self.ready = asyncio.Event()  # set once the newest checkpoint (if any) is applied
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from pipelines.kafka.admin import client_config
-
-        tp = TopicPartition(self.topic, 0)
-        while True:  # a broker hiccup restarts the follower; scoring goes on meanwhile
-            consumer = AIOKafkaConsumer(**client_config(self.settings), enable_auto_commit=False)
-            try:
-                await consumer.start()
-                consumer.assign([tp])
-                end = (await consumer.end_offsets([tp]))[tp]
-                consumer.seek(tp, max(end - 1, 0))
-                if end == 0:
-                    self.ready.set()
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1000)
-                    records = [r for batch in batches.values() for r in batch]
-                    if records and records[-1].value:
-                        self._apply(records[-1].value)
-                        self.ready.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: log, wait, reconnect
-                log.warning("learner snapshot follower failed (%s); retrying in 5 s", exc)
-                self.ready.set()  # score with what there is rather than not at all
-                await asyncio.sleep(5)
-            finally:
-                await consumer.stop()
+        """Follow the snapshots forever; a broker hiccup reconnects, scoring goes on."""
+        await follow_latest(self.settings, self.topic, self._apply, self.ready)
 
     def _apply(self, raw: bytes) -> None:
         try:
@@ -218,6 +177,8 @@ class SnapshotFollower:
 
 class LearnFraud:
     """Stage ``learn-fraud``: learn each example once, checkpoint, then ack."""
+
+    name = LEARN_STEP
 
     def __init__(
         self,
@@ -234,12 +195,10 @@ class LearnFraud:
         self.load_latest = load_latest
         self.executor = executor
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
+        self.failures = FailurePolicies(settings.policies, self.dead)
         self.learner: OnlineFraudLearner | None = None
         self.covered = -1
         self.monitor = QualityMonitor(settings, metrics, LEARN_STEP)
-
-    async def __call__(self, events: Sequence[Any]) -> None:
-        await guarded(LEARN_STEP, events, self.handle, self.dead)
 
     async def _restore(self) -> OnlineFraudLearner:
         raw = await self.load_latest()

@@ -10,14 +10,16 @@ the same way to ``labels-by-terminal``. Both send one record per target partitio
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import MutableMapping, Sequence
 from time import perf_counter
 from typing import Any
 
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs
+from pipelines.runtime.policies import FailurePolicies
 from pipelines.runtime.state import load, save
-from pipelines.runtime.steps import DeadLetterSink, guarded, split_events
+from pipelines.runtime.steps import DeadLetterSink, split_events
 from pipelines.settings import Settings
 from processors.fraud.features import CustomerWindow, Late, transaction_flags
 from processors.fraud.schemas import decode_label_row, decode_transaction_row
@@ -32,7 +34,7 @@ LABEL_STEP = "route-labels"
 class _Forwarder:
     """A step that sends rows on to the partitions of an internal topic."""
 
-    step = ""
+    name = ""
 
     def __init__(
         self,
@@ -48,9 +50,7 @@ class _Forwarder:
         self.out_topic = out_topic
         self.out_partitions = out_partitions
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
-
-    async def __call__(self, events: Sequence[Any]) -> None:
-        await guarded(self.step, events, self.handle, self.dead)
+        self.failures = FailurePolicies(settings.policies, self.dead)
 
     async def handle(self, events: Sequence[Any]) -> None:
         raise NotImplementedError
@@ -65,7 +65,7 @@ class _Forwarder:
 class CustomerFeatures(_Forwarder):
     """Stage ``customer-features``: one micro-batch of transaction events at a time."""
 
-    step = CUSTOMER_STEP
+    name = CUSTOMER_STEP
 
     def __init__(
         self,
@@ -90,15 +90,14 @@ class CustomerFeatures(_Forwarder):
         windows: dict[int, CustomerWindow] = {}
         owner: dict[int, Any] = {}
         rows: list[tuple[int, list[Any]]] = []
-        late = 0
+        late: Counter[str] = Counter()  # late payments by what their policy did
         for event, (tx_id, t_ms, customer_id, terminal_id, amount) in valid:
             window = windows.get(customer_id)
             if window is None:
                 window = load(self.state, customer_id, CustomerWindow.from_bytes, event)
             customer = window.add(t_ms, amount, self.config)
             if isinstance(customer, Late):
-                late += 1
-                await self.dead.send(event, CUSTOMER_STEP, "late", customer.detail)
+                late[await self.failures.late(event, CUSTOMER_STEP, customer.detail)] += 1
                 continue
             windows[customer_id] = window
             owner[customer_id] = event
@@ -111,7 +110,9 @@ class CustomerFeatures(_Forwarder):
         await self.forward("rows", rows)
         m = self.metrics
         m.events.labels(CUSTOMER_STEP, "ok").inc(len(rows))
-        m.events.labels(CUSTOMER_STEP, "dead_letter").inc(len(rejected) + late)
+        m.events.labels(CUSTOMER_STEP, "dead_letter").inc(len(rejected) + late["dead_letter"])
+        if late["dropped"]:
+            m.events.labels(CUSTOMER_STEP, "dropped").inc(late["dropped"])
         m.batch_size.labels(CUSTOMER_STEP).observe(len(events))
         m.batch_seconds.labels(CUSTOMER_STEP).observe(perf_counter() - started)
 
@@ -119,7 +120,7 @@ class CustomerFeatures(_Forwarder):
 class RouteLabels(_Forwarder):
     """Stage ``route-labels``: labels to the partition that owns their terminal."""
 
-    step = LABEL_STEP
+    name = LABEL_STEP
 
     async def handle(self, events: Sequence[Any]) -> None:
         valid, rejected = split_events(

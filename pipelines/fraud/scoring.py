@@ -36,8 +36,9 @@ from pipelines.fraud.learning import LearnerReplica
 from pipelines.fraud.quality import settings_policies
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs
+from pipelines.runtime.policies import FailurePolicies
 from pipelines.runtime.state import drop, load, put, read, save
-from pipelines.runtime.steps import DeadLetterSink, guarded
+from pipelines.runtime.steps import DeadLetterSink
 from pipelines.settings import Settings
 from processors.common.formatting import format_epoch_ms, round_like_python
 from processors.common.schemas import Alert, Prediction, encode, format_time, prediction_dict
@@ -65,6 +66,8 @@ class ScoreTransactions:
     ``legacy_pending`` what earlier releases kept there in one value a terminal (read once and
     deleted).
     """
+
+    name = STEP
 
     def __init__(
         self,
@@ -100,13 +103,11 @@ class ScoreTransactions:
         self.executor = executor
         self.learner_ready = learner_ready
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
+        self.failures = FailurePolicies(settings.policies, self.dead)
         key = settings.transactions.pseudonymise_key
         self.names = Pseudonymizer(key.get_secret_value().encode() if key else None)
         self.next_model_check = 0.0
         self.pending_ttl_ms = self.config.label_delay_ms * 2 + self.config.grace_ms
-
-    async def __call__(self, events: Sequence[Any]) -> None:
-        await guarded(STEP, events, self.handle, self.dead)
 
     def _maybe_reload(self) -> None:
         now = monotonic()
@@ -179,7 +180,7 @@ class ScoreTransactions:
                 by_terminal = terminal_window.add_transaction(tx_id, t_ms, self.config)
                 if isinstance(by_terminal, Late):
                     original = (str(row[2]).encode(), row[-1].encode())
-                    await self.dead.send(event, STEP, "late", by_terminal.detail, original)
+                    await self.failures.late(event, STEP, by_terminal.detail, original)
                     continue
                 features = feature_row(amount, t_ms, row[7:13], by_terminal)
                 pending(terminal, event).add(tx_id, t_ms, features)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from pipelines.runtime import compat
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.settings import Settings
 
@@ -82,7 +81,7 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
     )
     # Table writes queue their changelog records in the producer's buffer; let one whole
     # micro-batch fit before Faust pauses the stream to drain it.
-    app.producer.buffer.max_messages = max(100, settings.worker.batch_size * 4)
+    compat.set_producer_buffer(app, max(100, settings.worker.batch_size * 4))
     metrics = StepMetrics()
     app.streamwise_metrics = metrics  # type: ignore[attr-defined]
 
@@ -112,8 +111,8 @@ def event_scope(event: EventT[Any]) -> Iterator[None]:
     Faust binds a table's changelog partition (and, under exactly-once, the transaction) to
     the current event, which ``take_events`` leaves unset; this sets it for one event.
     """
-    token = _current_event.set(weakref.ref(event))
+    token = compat.bind_event(event)
     try:
         yield
     finally:
-        _current_event.reset(token)
+        compat.unbind_event(token)

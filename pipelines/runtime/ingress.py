@@ -36,6 +36,7 @@ import faust
 from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
 
+from pipelines.runtime import compat
 from pipelines.runtime.offsets import (
     CommitBarrier,
     Committed,
@@ -78,7 +79,7 @@ class BulkSource:
         if len(self.buffer) >= self.want:
             self.arrived.set()
         if len(self.buffer) >= self.limit and tp not in self.paused:
-            consumer._get_active_partitions().discard(tp)
+            compat.active_partitions(consumer).discard(tp)
             self.paused.add(tp)
 
     def take(self, most: int, consumer: Any) -> list[Any]:
@@ -94,27 +95,13 @@ class BulkSource:
         flowing = consumer.flow_active and self.app.flow_control.is_active()
         if flowing:
             assigned = consumer.assignment()
-            active = consumer._get_active_partitions()
+            active = compat.active_partitions(consumer)
+            paused_by_faust = compat.paused_partitions(consumer)
             for tp in self.paused:
-                if tp in assigned and tp not in consumer._paused_partitions:
+                if tp in assigned and tp not in paused_by_faust:
                     active.add(tp)
         # Not flowing: a rebalance or recovery paused everything and will resume it.
         self.paused.clear()
-
-
-_CONSUMER_PARTS = (
-    "_wait_next_records",
-    "_read_offset",
-    "_to_message",
-    "_add_gap",
-    "_get_active_partitions",
-    "_paused_partitions",
-    "_buffered_partitions",
-    "_unacked_messages",
-    "flow_active",
-    "ack",
-    "assignment",
-)
 
 
 class BulkIngress:
@@ -138,37 +125,31 @@ class BulkIngress:
         return source
 
     def install(self, consumer: Any) -> None:
+        """Divert the registered topics' records from each of ``consumer``'s fetches; refuses
+        a consumer that lacks the parts the reader uses (``RuntimeError``)."""
         if self.installed is consumer:
             return
-        missing = [name for name in _CONSUMER_PARTS if not hasattr(consumer, name)]
-        if missing:  # faust-streaming's consumer internals, tested with 0.15.3
-            raise RuntimeError(
-                f"this Faust consumer lacks {', '.join(missing)}: the bulk reader was built "
-                "for faust-streaming 0.15.3 (see pipelines/runtime/ingress.py)"
-            )
+        compat.check_consumer(consumer)
         self.installed = consumer
-        fetch = consumer._wait_next_records
 
-        async def wait_next_records(wait_s: float) -> tuple[Any, Any]:
-            records, active = await fetch(wait_s)
-            if records:
-                await self._divert(consumer, records, active)
-            return records, active
+        async def divert(records: dict[TP, list[Any]], active: set[TP] | None) -> None:
+            await self._divert(consumer, records, active)
 
-        consumer._wait_next_records = wait_next_records
+        compat.wrap_fetch(consumer, divert)
 
-    async def _divert(self, consumer: Any, records: dict[Any, list[Any]], active: Any) -> None:
+    async def _divert(
+        self, consumer: Any, records: dict[TP, list[Any]], active: set[TP] | None
+    ) -> None:
         app = self.app
         generation = app.consumer_generation_id
         flowing = consumer.flow_active and not consumer.should_stop
-        read_offset = consumer._read_offset
-        to_message = consumer._to_message
+        read_offset = compat.read_offsets(consumer)
+        to_message = compat.message_maker(consumer)
+        buffered = compat.buffered_partitions(consumer)
         for key in [key for key in records if key.topic in self.sources]:
             fetched = records.pop(key)  # never reaches Faust's per-record path
             tp = TP(key.topic, key.partition)  # aiokafka's TopicPartition: equal, not a TP
-            if not flowing or (
-                active is not None and tp not in active and tp not in consumer._buffered_partitions
-            ):
+            if not flowing or (active is not None and tp not in active and tp not in buffered):
                 log.info(
                     "%s: %d fetched record(s) from %d dropped (%s); read again after the seek",
                     tp,
@@ -184,7 +165,7 @@ class BulkIngress:
                 if last is not None and offset < last:
                     continue  # below the read offset: Faust drops these too
                 if last is not None and offset - last > 1:
-                    await consumer._add_gap(tp, last + 1, offset - 1)  # markers, compaction
+                    await compat.add_gap(consumer, tp, last + 1, offset - 1)  # markers, compaction
                 message = to_message(tp, record)
                 message.generation_id = generation
                 messages.append(message)
@@ -251,6 +232,7 @@ async def bulk_run(
         generation = app.consumer_generation_id
         events: list[Any] = []
         stale = 0
+        unacked = compat.unacked_messages(consumer)
         for message in source.take(max_, consumer):
             if message.generation_id != generation:
                 stale += 1
@@ -264,7 +246,7 @@ async def bulk_run(
                 await file_gap(consumer, before)
                 events.extend(before)
             message.tracked = True
-            consumer._unacked_messages.add(message)  # a rebalance waits for the batch
+            unacked.add(message)  # a rebalance waits for the batch
             events.append(BulkEvent(message))
         if stale:
             log.info("%d record(s) fetched before a rebalance skipped", stale)

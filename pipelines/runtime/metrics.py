@@ -26,6 +26,12 @@ class StepMetrics:
             ["step", "reason"],
             registry=r,
         )
+        self.dropped = Counter(
+            "streamwise_dropped",
+            "Events dropped by a failure policy (STREAMWISE_POLICIES__*), counted, not sent",
+            ["step", "reason"],
+            registry=r,
+        )
         self.alerts = Counter("streamwise_alerts", "Alerts emitted", ["step", "kind"], registry=r)
         self.batch_size = Histogram(
             "streamwise_batch_size",

@@ -3,22 +3,13 @@
 :class:`OffsetWatch` admits each record once (a repeat after a seek is skipped, a stretch a
 seek jumped over is read back first), :func:`kafka_refetch` reads such a stretch,
 :func:`faust_committed` asks the group's committed offset and :class:`CommitBarrier` keeps
-Faust's periodic commit out of a batch in flight. The ingestion paths
-(:mod:`pipelines.runtime.ingress`, :mod:`pipelines.runtime.streams`) use them.
+Faust's periodic commit out of a batch in flight. The ingestion path
+(:mod:`pipelines.runtime.ingress`) uses them; what they need of Faust's consumer goes through
+:mod:`pipelines.runtime.compat`.
 
-Micro-batches of Faust events are acked only after the batch was handled.
-
-Faust's ``Stream.take_events`` acks a batch in a ``finally`` clause, so a batch whose
-handler raised or was cancelled (a worker stopping mid-batch) is acked, and then committed,
-without its outputs. :func:`take_batches` is the same buffering (fill in the background,
-flush when full or after ``within`` seconds) with one change: a batch is acked when the
-consumer asks for the next one, that is, after the handler returned normally. An
-unfinished batch stays unacked, so its offsets are not committed and it is read again.
-
-It also keeps Faust's periodic commit out of a batch in flight (:class:`CommitBarrier`) and
-commits at batch boundaries instead. Under ``exactly_once`` a commit ends the Kafka
-transactions; one that fell in the middle of a batch would commit half of the batch's
-outputs with none of its offsets, and a crash then would repeat them.
+:class:`CommitBarrier` commits at batch boundaries instead. Under ``exactly_once`` a commit
+ends the Kafka transactions; one that fell in the middle of a batch would commit half of the
+batch's outputs with none of its offsets, and a crash then would repeat them.
 """
 
 from __future__ import annotations
@@ -34,6 +25,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from pipelines.runtime import compat
 from pipelines.settings import Settings
 
 __all__ = [
@@ -303,18 +295,12 @@ def faust_committed(app: faust.App) -> Committed:
     fetch does, as without the check, and the worker goes on."""
 
     async def committed(tp: Any) -> int | None:
-        from aiokafka import TopicPartition
-
         consumer: Any = app.consumer
         try:
-            thread = consumer._thread
-            client = thread._ensure_consumer()
-            ask = thread.call_thread(client.committed, TopicPartition(tp.topic, tp.partition))
-            offset = await asyncio.wait_for(ask, 30)
+            return await asyncio.wait_for(compat.group_committed(consumer, tp), 30)
         except Exception as exc:  # a missing answer must not stop the stream
             log.warning("%s: no committed offset from the coordinator (%r); not checked", tp, exc)
             return None
-        return None if offset is None or offset < 0 else int(offset)
 
     return committed
 
@@ -324,16 +310,17 @@ async def file_gap(consumer: Any, recovered: Sequence[RecoveredEvent]) -> None:
     holds them is (they are never acked: they are not Faust's messages)."""
     if recovered:
         first, last = recovered[0].message, recovered[-1].message
-        await consumer._add_gap(first.tp, first.offset, last.offset)
+        await compat.add_gap(consumer, first.tp, first.offset, last.offset)
 
 
 class CommitBarrier:
     """Holds Faust's consumer commits while a batch is handled; commits between batches.
 
-    Faust lets one commit run at a time: ``Consumer.commit`` waits for ``_commit_fut`` and
-    then skips. Holding that future for the span of a batch makes a periodic commit that
-    fires meanwhile wait and skip; :meth:`commit_if_due` then commits once the batch is
-    acked, at most every ``interval`` seconds, so commits cannot starve under load.
+    Faust lets one commit run at a time: ``Consumer.commit`` waits for the one in progress
+    and then skips. Holding that slot (:func:`~pipelines.runtime.compat.claim_commit`) for the
+    span of a batch makes a periodic commit that fires meanwhile wait and skip;
+    :meth:`commit_if_due` then commits once the batch is acked, at most every ``interval``
+    seconds, so commits cannot starve under load.
     """
 
     def __init__(self, consumer: Any, interval: float) -> None:
@@ -343,15 +330,14 @@ class CommitBarrier:
 
     @asynccontextmanager
     async def holding(self) -> AsyncIterator[None]:
-        while (running := self.consumer._commit_fut) is not None:
+        while (running := compat.running_commit(self.consumer)) is not None:
             await asyncio.wait([running])  # a commit in progress finishes first
         held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.consumer._commit_fut = held
+        compat.claim_commit(self.consumer, held)
         try:
             yield
         finally:
-            if self.consumer._commit_fut is held:
-                self.consumer._commit_fut = None
+            compat.release_commit(self.consumer, held)
             held.set_result(None)
 
     async def commit_if_due(self) -> None:

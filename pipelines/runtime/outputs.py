@@ -15,8 +15,10 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types.enums import ProcessingGuarantee
 
+from pipelines.runtime import compat
 from pipelines.runtime.app import event_scope
 from pipelines.runtime.state import TableState
 
@@ -69,8 +71,9 @@ class FaustOutputs:
     ``create_batch``/``send_batch``: a few microseconds a record instead of a future and a
     send call each), then waits for the broker's acknowledgement and raises if any record
     failed, so a step can finish a batch (and let it be acked) only once its outputs exist.
-    Keyed records go to the partition Kafka's default partitioner picks (murmur2), as a
-    plain send would. Under ``exactly_once`` records go one by one through Faust's producer,
+    Records without a partition go where aiokafka's ``DefaultPartitioner`` puts them (murmur2
+    of the key, as Kafka's default; a random available partition for no key), as a plain
+    send would. Under ``exactly_once`` records go one by one through Faust's producer,
     which owns the transactions. Faust's own flush before a commit ignores failed
     deliveries: a record the broker refused would be committed past silently.
     """
@@ -106,24 +109,28 @@ class FaustOutputs:
                 await faust_producer.send(topic, key, value, partition, None, None)
                 for topic, key, value, partition in queued
             ]
-        producer = faust_producer._ensure_producer()
+        producer = compat.aiokafka_producer(faust_producer)
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
-        known: set[str] = set()
+        known: dict[str, list[int]] = {}  # topic -> its partitions, sorted (this batch)
         cache = self.partitions
         for topic, key, value, partition in queued:
             if partition is None:
-                if topic not in known:
-                    await producer.client._wait_on_metadata(topic)
-                    known.add(topic)
-                    count = len(producer.client.cluster.partitions_for_topic(topic) or ())
+                partitions = known.get(topic)
+                if partitions is None:
+                    # Waits for the topic's metadata if the producer has none yet.
+                    partitions = known[topic] = sorted(await producer.partitions_for(topic))
+                    count = len(partitions)
                     if self.partition_counts.get(topic) != count or len(cache) > 100_000:
                         cache.clear()  # a key's partition depends on the partition count
                         self.partition_counts[topic] = count
-                partition = cache.get((topic, key)) if key is not None else None
-                if partition is None:
-                    partition = producer._partition(topic, None, None, None, key, value)
-                    if key is not None:  # murmur2 in Python: worth remembering per key
-                        cache[(topic, key)] = partition
+                if key is None:
+                    cluster = producer.client.cluster
+                    available = list(cluster.available_partitions_for_topic(topic))
+                    partition = _partitioner(None, partitions, available)
+                else:
+                    partition = cache.get((topic, key))
+                    if partition is None:  # murmur2 in Python: worth remembering per key
+                        partition = cache[(topic, key)] = _partitioner(key, partitions, [])
             groups.setdefault((topic, partition), []).append((key, value))
         futures: list[Awaitable[Any]] = []
         for (topic, partition), records in groups.items():
@@ -159,6 +166,9 @@ class FaustOutputs:
         """Forget the state changes of a batch that failed (its events go to dead letters)."""
         for state in self.states:
             state.discard()
+
+
+_partitioner = DefaultPartitioner()
 
 
 async def _send_closed(producer: Any, batch: Any, topic: str, partition: int) -> Any:

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Protocol, TypeVar
 
-from faust.streams import current_event
+from pipelines.runtime import compat
 
 WriteBatch: Any
 _NO_WAL: Any
@@ -225,7 +225,7 @@ class TableState(MutableMapping[int, bytes]):
         flushed = self.unwritten.get((partition, raw_key), _ABSENT)
         if flushed is not _ABSENT:
             return flushed  # type: ignore[no-any-return]
-        stored = self.table.data._db_for_partition(partition).get(raw_key)
+        stored = compat.store_db(self.table.data, partition).get(raw_key)
         return None if stored is None else bytes(stored)
 
     def __setitem__(self, key: int, value: bytes) -> None:
@@ -257,7 +257,7 @@ class TableState(MutableMapping[int, bytes]):
         key), or the decimal digits it produces for ``int`` keys, once checked on a few."""
         encode = self._encoder
         if encode is None:
-            faust_encode = self.table.data._encode_key
+            faust_encode = compat.store_key_encoder(self.table.data)
             samples = (0, 7, -12, 2**40 + 3, 2**62)
             if all(faust_encode(k) == b"%d" % k for k in samples):
                 encode = _decimal
@@ -335,7 +335,7 @@ class TableState(MutableMapping[int, bytes]):
         store = self.table.data
         batched = WriteBatch is not None and getattr(store, "use_rocksdict", False)
         for partition, pairs in taken.items():
-            db = store._db_for_partition(partition)
+            db = compat.store_db(store, partition)
             # A write batch and a database take the same put/delete; the other binding
             # writes straight to the database.
             target = WriteBatch(raw_mode=True) if batched else db
@@ -353,7 +353,7 @@ def _decimal(key: int) -> bytes:
 
 
 def _partition() -> int:
-    event = current_event()
+    event = compat.bound_event()
     if event is None:
         raise RuntimeError("TableState is written inside outputs.scope(event)")
     return int(event.message.partition)

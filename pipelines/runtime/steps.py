@@ -1,6 +1,7 @@
-"""What every batch step shares: decoding a batch into good events and rejections, the
-dead-letter sink (reason, step, source and raw bytes to ``dead-letters``), and a guard that
-turns an unexpected failure into dead letters instead of a crashed agent."""
+"""The step contract and what every batch step shares: decoding a batch into good events and
+rejections, the dead-letter sink (reason, step, source and raw bytes to ``dead-letters``), and
+the runner that hands a batch to a step and its failures to the step's policies
+(:mod:`pipelines.runtime.policies`) instead of crashing the agent."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs, completed
+from pipelines.runtime.policies import FailurePolicies, StopWorker
+from pipelines.settings import PolicySettings
 from processors.common.schemas import DeadLetter, Rejected, encode
 
-__all__ = ["DeadLetterSink", "Handover", "guarded", "guarded_start", "split_events"]
+__all__ = [
+    "DeadLetterSink",
+    "Handover",
+    "Step",
+    "run_batch",
+    "split_events",
+    "start_batch",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -94,70 +104,79 @@ def split_events(
     return valid, rejected
 
 
-async def guarded(
-    step: str,
-    events: Sequence[Any],
-    handle: Callable[[Sequence[Any]], Awaitable[None]],
-    dead: DeadLetterSink,
-) -> None:
-    """Run ``handle(events)``; if it raises (a bug, a failing model), dead-letter the batch.
+class Step(Protocol):
+    """What a stage runs (:mod:`pipelines.runtime.stages`): ``handle`` one micro-batch of
+    events, whose outputs go through the step's own outputs (``dead.outputs``); its
+    failures go to its failure policies. ``name`` labels its agent, metrics and dead letters."""
 
-    The events keep their original bytes in ``dead-letters`` with reason ``processing_error``
-    and the exception as detail, and the worker goes on with the next batch. It returns only
-    once the broker acknowledged every record sent meanwhile (``outputs.delivered``), so the
-    batch is acked after its outputs exist; if even the dead letters cannot be delivered it
-    raises, and the batch stays unacked to be read again.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dead(self) -> DeadLetterSink: ...
+
+    @property
+    def failures(self) -> FailurePolicies: ...
+
+    async def handle(self, events: Sequence[Any]) -> None: ...
+
+
+Stop = Callable[[StopWorker], Awaitable[None]]
+
+
+async def run_batch(step: Step, events: Sequence[Any]) -> None:
+    """Run ``step.handle(events)`` and wait until its outputs were acknowledged.
+
+    If it raises (a bug, a failing model), or the broker refuses its outputs, the step's
+    policies decide (by default the batch goes to ``dead-letters`` with reason
+    ``processing_error`` and the exception as detail, and the worker goes on). It returns
+    only once the batch may be acked; if it may not (a ``stop`` policy, or even the dead
+    letters were refused) it raises, and the batch stays unacked to be read again.
     """
-    await (await guarded_start(step, events, handle, dead)).confirmed()
+    await (await start_batch(step, events)).confirmed()
 
 
 @dataclass
 class Handover:
-    """A batch whose outputs were handed to the producer (see :func:`guarded_start`)."""
+    """A batch whose outputs were handed to the producer (see :func:`start_batch`)."""
 
     step: str
     events: Sequence[Any]
     dead: DeadLetterSink
     delivery: asyncio.Future[None]  # done once the broker answered
+    failures: FailurePolicies | None = None  # None: the defaults, dead letters
+    on_stop: Stop | None = None  # told before a StopWorker is raised
 
     async def confirmed(self) -> None:
-        """Wait for the broker; if it refused the outputs, dead-letter the batch (raises if
-        even that fails). Run it in the step's own task: it may send."""
+        """Wait for the broker; if it refused the outputs, apply the delivery policy (raises
+        if the batch may not be acked). Run it in the step's own task: it may send."""
         try:
             await self.delivery
         except Exception as exc:
-            await _dead_letter(self.step, self.events, self.dead, exc)
+            failures = self.failures or FailurePolicies(PolicySettings(), self.dead)
+            try:
+                await failures.delivery_error(self.step, self.events, exc)
+            except StopWorker as stop:
+                if self.on_stop is not None:
+                    await self.on_stop(stop)
+                raise
 
 
-async def guarded_start(
-    step: str,
-    events: Sequence[Any],
-    handle: Callable[[Sequence[Any]], Awaitable[None]],
-    dead: DeadLetterSink,
-) -> Handover:
-    """:func:`guarded` in two halves: this returns once ``handle`` ran and its outputs were
+async def start_batch(step: Step, events: Sequence[Any], on_stop: Stop | None = None) -> Handover:
+    """:func:`run_batch` in two halves: this returns once ``handle`` ran and its outputs were
     handed to the producer, and :meth:`Handover.confirmed` once they were acknowledged. A
-    worker computes its next batch in between."""
+    worker computes its next batch in between. ``on_stop`` is awaited before a ``stop``
+    policy's :class:`StopWorker` leaves either half."""
+    name, failures = step.name, step.failures
     try:
-        await handle(events)
-        delivery = await dead.outputs.hand_over()
+        await step.handle(events)
+        delivery = await step.dead.outputs.hand_over()
     except Exception as exc:
-        await _dead_letter(step, events, dead, exc)
+        try:
+            await failures.processing_error(name, events, exc)
+        except StopWorker as stop:
+            if on_stop is not None:
+                await on_stop(stop)
+            raise
         delivery = completed()
-    return Handover(step, events, dead, delivery)
-
-
-async def _dead_letter(
-    step: str, events: Sequence[Any], dead: DeadLetterSink, exc: Exception
-) -> None:
-    log.error(
-        "[%s] batch of %d failed; sending it to dead-letters",
-        step,
-        len(events),
-        exc_info=exc,
-    )
-    dead.outputs.discard()  # its half-made state changes are not kept
-    detail = f"{type(exc).__name__}: {exc}"[:500]
-    for event in events:
-        await dead.send(event, step, "processing_error", detail)
-    await dead.outputs.delivered()  # raises if even these fail: the batch is not acked
+    return Handover(name, events, step.dead, delivery, failures, on_stop)

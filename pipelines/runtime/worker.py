@@ -109,7 +109,14 @@ def _tune_gc() -> None:
 
 
 def run_worker(settings: Settings, pipeline: str) -> None:
-    """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks)."""
+    """Run a Faust worker for ``pipeline`` until SIGINT/SIGTERM (blocks).
+
+    Refuses (``SystemExit``) faust-streaming or aiokafka versions the runtime's hooks into
+    their internals were not checked on, unless ``settings.worker.allow_unchecked_versions``.
+    """
+    from pipelines.runtime.compat import check_versions
+
+    check_versions(settings.worker.allow_unchecked_versions)
     _ensure_topics(settings)
     sys.setswitchinterval(settings.worker.switch_interval_s)
     if settings.processing_guarantee == "exactly_once":

@@ -1,303 +1,30 @@
-"""The video pipeline: camera frames in; faces, tampering and unusual activity out.
+"""The video pipeline on a Faust app: camera frames in; faces, tampering and activity out.
 
-``build(app, settings)`` declares the agent ``analyze-video`` on ``video-frames`` and a timer
-that raises ``camera_silent``. The agent takes micro-batches and hands each to
-:class:`AnalyzeFrames`: bad envelopes go to ``dead-letters``; in real-time mode frames older
-than ``max_lag_s`` are skipped and counted (the newest frame of each camera in a batch is
-always kept, so alerts stay current); decoding, features, batched face detection and
-blurring run in an executor (:func:`~processors.video.frame_analysis.analyze_frames`); then each
-frame's camera monitor judges it, and predictions, alerts and anonymized frames are sent
-before the batch is acked.
+``build(app, settings)`` declares the stage ``analyze-video`` on ``video-frames``
+(:class:`~pipelines.video.step.AnalyzeFrames`, fed micro-batches of
+``STREAMWISE_VIDEO__BATCH_SIZE`` frames from whole fetches like every stage:
+:mod:`pipelines.runtime.stages`) and a timer that raises ``camera_silent``. This is the only
+module of the video pipeline that imports Faust.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 import faust
-import orjson
 
-from models.camera_anomaly import CameraAnomaly
 from pipelines.runtime.app import raw_topic
 from pipelines.runtime.metrics import StepMetrics
-from pipelines.runtime.outputs import FaustOutputs, Outputs
-from pipelines.runtime.steps import DeadLetterSink, guarded, split_events
-from pipelines.runtime.streams import batch_agent
+from pipelines.runtime.outputs import FaustOutputs
+from pipelines.runtime.stages import Stages
 from pipelines.settings import Settings
-from processors.common.schemas import Alert, Prediction, Rejected, encode
-from processors.video.camera_monitor import AlertDue, CameraMonitor, MonitorLimits, Verdict
-from processors.video.camera_window import TamperLimits
+from pipelines.video.step import STEP, AnalyzeFrames
 from processors.video.face_boxes import BatchModel
-from processors.video.frame_analysis import AnalysisConfig, Analyzed, CameraMemory, analyze_frames
-from processors.video.frames import VideoFrame, decode_frame, encode_frame
 
-__all__ = [
-    "PIPELINE",
-    "STEP",
-    "AnalyzeFrames",
-    "CameraSeen",
-    "VideoPipeline",
-    "build",
-    "load_detector",
-]
-
-STEP = "analyze-video"
-PIPELINE = "video"
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class CameraSeen:
-    """When a camera last sent a frame (wall clock), for ``camera_silent``."""
-
-    wall: float
-    capture_time: datetime
-    silent: bool = False
-    skipped: int = 0  # stale frames skipped since the last processed one
-
-
-def monitor_limits(settings: Settings) -> MonitorLimits:
-    v = settings.video
-    tamper = TamperLimits(
-        covered_brightness=v.covered_brightness,
-        covered_contrast=v.covered_contrast,
-        brightness_jump=v.brightness_jump,
-        defocus_ratio=v.defocus_ratio,
-        moved_distance=v.moved_distance,
-        persist_frames=v.persist_frames,
-    )
-    zone = tuple(v.face_zone) if v.face_zone is not None else None
-    return MonitorLimits(
-        tamper=tamper,
-        window_frames=v.window_frames,
-        face_threshold=v.face_threshold,
-        face_zone=zone,  # type: ignore[arg-type]
-        anomaly_threshold=v.anomaly_threshold,
-        anomaly_warmup=2 * v.anomaly_window,
-        cooldown_s=v.alert_cooldown_s,
-    )
-
-
-class AnalyzeFrames:
-    """The step behind the agent: one micro-batch of frame events at a time."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        detector: BatchModel,
-        outputs: Outputs,
-        metrics: StepMetrics,
-        executor: Executor | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        v = settings.video
-        self.settings = settings
-        self.detector = detector
-        self.outputs = outputs
-        self.metrics = metrics
-        self.executor = executor
-        self.clock = clock
-        self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
-        self.config = AnalysisConfig(
-            v.detect_width,
-            v.detect_height,
-            v.face_threshold,
-            v.motion_gating,
-            v.motion_threshold,
-            v.anonymize,
-            v.jpeg_quality,
-        )
-        self.limits = monitor_limits(settings)
-        self.memory: dict[str, CameraMemory] = {}  # written only inside the executor call
-        self.monitors: dict[str, CameraMonitor] = {}
-        self.seen: dict[str, CameraSeen] = {}
-        self.versions = {"detector": detector.version, "anomaly": CameraAnomaly.version}
-
-    async def __call__(self, events: Sequence[Any]) -> None:
-        """Handle a batch; an unexpected failure dead-letters the batch instead of crashing."""
-        await guarded(STEP, events, self.handle, self.dead)
-
-    def _parse(
-        self, events: Sequence[Any]
-    ) -> tuple[list[tuple[Any, VideoFrame]], list[tuple[Any, Rejected]]]:
-        limit = self.settings.video.max_frame_bytes
-        return split_events(events, limit, lambda raw, _key: decode_frame(raw))
-
-    def _skip_stale(
-        self, valid: list[tuple[Any, VideoFrame]], now: float
-    ) -> list[tuple[Any, VideoFrame]]:
-        """Real-time mode: drop frames older than ``max_lag_s``, except each camera's newest."""
-        for _, frame in valid:
-            seen = self.seen.get(frame.camera_id)
-            if seen is None:
-                self.seen[frame.camera_id] = CameraSeen(now, frame.capture_time)
-            else:
-                seen.wall, seen.capture_time, seen.silent = now, frame.capture_time, False
-        if self.settings.video.mode == "complete":
-            return valid
-        newest = {frame.camera_id: i for i, (_, frame) in enumerate(valid)}
-        max_lag = self.settings.video.max_lag_s
-        kept = []
-        for i, (event, frame) in enumerate(valid):
-            if newest[frame.camera_id] != i and now - frame.capture_time.timestamp() > max_lag:
-                self.seen[frame.camera_id].skipped += 1
-            else:
-                kept.append((event, frame))
-        return kept
-
-    async def handle(self, events: Sequence[Any]) -> None:
-        started = perf_counter()
-        valid, rejected = self._parse(events)
-        for event, why in rejected:
-            await self.dead.send(event, STEP, why.reason, why.detail)
-        kept = self._skip_stale(valid, self.clock())
-        skipped = len(valid) - len(kept)
-        results: list[Analyzed | Rejected] = []
-        if kept:
-            loop = asyncio.get_running_loop()
-            frames = [frame for _, frame in kept]
-            results = await loop.run_in_executor(
-                self.executor, analyze_frames, frames, self.detector, self.memory, self.config
-            )
-        ok = 0
-        for (event, _), result in zip(kept, results, strict=True):
-            if isinstance(result, Rejected):
-                await self.dead.send(event, STEP, result.reason, result.detail)
-            else:
-                await self.emit(event, result)
-                ok += 1
-        m = self.metrics
-        m.events.labels(STEP, "ok").inc(ok)
-        m.events.labels(STEP, "skipped").inc(skipped)
-        m.events.labels(STEP, "dead_letter").inc(len(events) - ok - skipped)
-        m.batch_size.labels(STEP).observe(len(events))
-        m.batch_seconds.labels(STEP).observe(perf_counter() - started)
-        if kept:
-            newest = max(frame.capture_time for _, frame in kept)
-            m.event_time_lag.labels(STEP).set(self.clock() - newest.timestamp())
-
-    async def emit(self, event: Any, result: Analyzed) -> None:
-        frame = result.frame
-        camera = frame.camera_id
-        monitor = self.monitors.get(camera)
-        if monitor is None:
-            window = self.settings.video.anomaly_window
-            monitor = self.monitors[camera] = CameraMonitor(self.limits, CameraAnomaly(window))
-        f = result.features
-        verdict = monitor.update(f, result.faces, frame.width, frame.height, frame.capture_time)
-        seen = self.seen[camera]
-        skipped, seen.skipped = seen.skipped, 0
-        now = datetime.now(UTC)
-        topics = self.settings.topics
-        key = camera.encode()
-        with self.outputs.scope(event):
-            prediction = self.prediction(result, verdict, skipped, now)
-            await self.outputs.send(topics.predictions, key, prediction)
-            for due in verdict.alerts:
-                await self.send_alert(frame, due, now)
-            if result.anonymized is not None:
-                blurred = VideoFrame(
-                    camera, frame.frame_no, frame.capture_time, "jpeg",
-                    frame.width, frame.height, result.anonymized,
-                )  # fmt: skip
-                await self.outputs.send(topics.video_anonymized, key, encode_frame(blurred))
-
-    def prediction(self, result: Analyzed, verdict: Verdict, skipped: int, now: datetime) -> bytes:
-        frame, f = result.frame, result.features
-        record = Prediction(
-            pipeline=PIPELINE,
-            event_id=f"{frame.camera_id}:{frame.frame_no}",
-            entity=f"camera:{frame.camera_id}",
-            score=verdict.anomaly_score,
-            threshold=self.limits.anomaly_threshold,
-            model_versions=self.versions,
-            event_time=frame.capture_time,
-            emit_time=now,
-            features={
-                "motion": f.motion,
-                "brightness": f.brightness,
-                "contrast": f.contrast,
-                "sharpness": f.sharpness,
-                "histogram_distance": verdict.observation.histogram_distance,
-                "faces": float(len(verdict.faces)),
-                "skipped_before": float(skipped),
-            },
-        ).to_dict()
-        record |= {
-            "camera_id": frame.camera_id,
-            "frame_no": frame.frame_no,
-            "detected": result.detected,
-            "faces_frame_no": result.faces_frame,
-            "faces": [
-                {"box": [round(v, 1) for v in box[:4]], "score": round(box[4], 4)}
-                for box in verdict.faces.tolist()
-            ],
-            "tamper": verdict.observation.tamper,
-        }
-        return orjson.dumps(record)
-
-    async def send_alert(self, frame: VideoFrame, due: AlertDue, now: datetime) -> None:
-        alert = Alert(
-            pipeline=PIPELINE,
-            kind=due.kind,
-            event_id=f"{frame.camera_id}:{frame.frame_no}",
-            entity=f"camera:{frame.camera_id}",
-            score=due.score,
-            threshold=due.threshold,
-            model_versions=self.versions,
-            reasons=list(due.reasons),
-            event_time=frame.capture_time,
-            emit_time=now,
-        )
-        await self.outputs.send(
-            self.settings.topics.alerts, frame.camera_id.encode(), encode(alert)
-        )
-        self.metrics.alerts.labels(STEP, due.kind).inc()
-
-    async def check_silent(self, outputs: Outputs | None = None) -> int:
-        """Alert ``camera_silent`` once for each camera quiet for ``silent_after_s``.
-
-        The worker's timer passes its own ``outputs``: waiting for delivery here must not
-        take the records of a batch in flight out of that batch's own delivery check.
-        """
-        out = outputs or self.outputs
-        limit = self.settings.video.silent_after_s
-        wall = self.clock()
-        raised = 0
-        for camera, seen in list(self.seen.items()):  # sends await: handle may add cameras
-            quiet = wall - seen.wall
-            if seen.silent or quiet < limit:
-                continue
-            seen.silent = True
-            now = datetime.now(UTC)
-            alert = Alert(
-                pipeline=PIPELINE,
-                kind="camera_silent",
-                event_id=f"{camera}:silent:{int(seen.wall)}",
-                entity=f"camera:{camera}",
-                score=round(quiet, 3),
-                threshold=limit,
-                model_versions=self.versions,
-                reasons=[f"no frame for {quiet:.1f} s (limit {limit} s)"],
-                event_time=seen.capture_time,
-                emit_time=now,
-            )
-            await out.send(self.settings.topics.alerts, camera.encode(), encode(alert))
-            self.metrics.alerts.labels(STEP, "camera_silent").inc()
-            raised += 1
-        if raised:
-            await out.delivered()
-        return raised
+__all__ = ["VideoPipeline", "build", "load_detector"]
 
 
 def load_detector(settings: Settings) -> BatchModel:
@@ -337,7 +64,9 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     step = AnalyzeFrames(settings, detector or load_detector(settings), outputs, metrics, executor)
 
-    analyze_video = batch_agent(app, source, STEP, step, settings, size=settings.video.batch_size)
+    stages = Stages(app, settings)
+    within = settings.worker.batch_within_s
+    analyze_video = stages.declare(source, step, settings.video.batch_size, within)
 
     silence = FaustOutputs(app, [t.alerts])
 

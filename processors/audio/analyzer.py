@@ -21,8 +21,8 @@ import numpy.typing as npt
 from models.silero_vad import CONTEXT, FRAME, RATE, STATE_SHAPE
 from models.sound_anomaly import StreamAnomaly
 from models.sound_classifier import SoundClassifier
-from pipelines.audio.settings import AudioSettings
 from processors.audio.codec import AudioChunk, to_mono_float
+from processors.audio.config import AnalyzerConfig
 from processors.audio.events import LevelWatch, SoundEvent, SpeechTracker
 from processors.audio.features import (
     FEATURE_NAMES,
@@ -77,6 +77,8 @@ class BatchResult:
     findings: list[Finding] = field(default_factory=list)
     duplicates: int = 0
     late: int = 0
+    # (index among the chunks given to ``process``, why) of each late chunk, dropped here
+    late_chunks: list[tuple[int, str]] = field(default_factory=list)
     gap_chunks: int = 0
     vad_frames: int = 0
     vad_calls: int = 0
@@ -85,7 +87,7 @@ class BatchResult:
 class StreamState:
     """Everything the worker remembers about one stream."""
 
-    def __init__(self, conf: AudioSettings, now: float) -> None:
+    def __init__(self, conf: AnalyzerConfig, now: float) -> None:
         window, hop = round(conf.window_s * RATE), round(conf.hop_s * RATE)
         self.reassembler = Reassembler(conf.reorder_chunks)
         self.buffer = StreamBuffer(window, hop, FRAME, CONTEXT)
@@ -116,12 +118,22 @@ def _seconds(sample: int) -> str:
     return f"{sample / RATE:.2f} s"
 
 
+def _late_detail(state: StreamState, chunk: AudioChunk) -> str:
+    first = state.reassembler.first_seq
+    if first is not None and chunk.seq < first:
+        return f"chunk {chunk.seq} of stream {chunk.stream_id} precedes its first chunk {first}"
+    return (
+        f"chunk {chunk.seq} of stream {chunk.stream_id} came after its place was filled with "
+        f"silence (reorder buffer {state.reassembler.capacity} chunks)"
+    )
+
+
 class AudioAnalyzer:
     """``process(chunks, now) -> BatchResult``; ``check_stalled(now)`` for silent streams."""
 
     def __init__(
         self,
-        conf: AudioSettings,
+        conf: AnalyzerConfig,
         vad: VadModel,
         classifier: SoundClassifier | None = None,
     ) -> None:
@@ -135,25 +147,27 @@ class AudioAnalyzer:
     def process(self, chunks: Sequence[AudioChunk], now: float) -> BatchResult:
         result = BatchResult()
         touched: list[str] = []
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             state = self.streams.get(chunk.stream_id)
             if state is None:
                 state = self.streams[chunk.stream_id] = StreamState(self.conf, now)
             state.last_arrival, state.stalled = now, False
-            self._ingest(state, chunk, result)
+            if self._ingest(state, chunk, result):
+                result.late_chunks.append((index, _late_detail(state, chunk)))
             if chunk.stream_id not in touched:
                 touched.append(chunk.stream_id)
         self._run_vad(touched, result)
         self._run_windows(touched, result)
         return result
 
-    def _ingest(self, state: StreamState, chunk: AudioChunk, result: BatchResult) -> None:
+    def _ingest(self, state: StreamState, chunk: AudioChunk, result: BatchResult) -> bool:
+        """Put ``chunk`` in its stream; ``True`` if it came late and was dropped."""
         released = state.reassembler.push(chunk.seq, to_mono_float(chunk))
         result.duplicates += released.duplicate
         result.late += released.late
         result.gap_chunks += released.gap_chunks
         if released.duplicate or released.late:
-            return
+            return released.late
         state.captures[chunk.seq] = chunk.capture_ns
         seq = released.first_seq
         for samples in released.samples:
@@ -163,6 +177,7 @@ class AudioAnalyzer:
                 state.anchor = (state.buffer.total, capture)
             state.buffer.append(samples)
             seq += 1
+        return False
 
     # ------------------------------------------------------------------ VAD
     def _run_vad(self, streams: list[str], result: BatchResult) -> None:

@@ -4,7 +4,9 @@ Decoding never raises on bad input: it returns a :class:`Rejected` value that sa
 the caller can route the original bytes to ``dead-letters``. Every record carries a
 ``schema`` field such as ``"prediction/1"``; a consumer checks the name and the major
 version, and ignores fields it does not know (new optional fields keep the version). The
-fraud pipeline's own inputs and metrics are in :mod:`processors.fraud.schemas`.
+decoders every pipeline's schemas build on (:func:`load_object`, :func:`int_field`,
+:func:`time_field`, :func:`parse_time`) are here; the fraud pipeline's own inputs and
+metrics are in :mod:`processors.fraud.schemas`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Prediction:
     features: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``prediction/1`` wire form, JSON-ready."""
         return prediction_dict(
             self.pipeline,
             self.event_id,
@@ -138,6 +141,7 @@ class Alert:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``alert/1`` wire form, JSON-ready."""
         evidence = {} if self.evidence is None else {"evidence": self.evidence}
         return {
             "schema": ALERT_SCHEMA,
@@ -170,6 +174,7 @@ class DeadLetter:
     failed_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``dead-letter/1`` wire form, JSON-ready."""
         return {
             "schema": DEAD_LETTER_SCHEMA,
             "reason": self.reason,
@@ -213,6 +218,8 @@ def parse_time(value: object) -> datetime | Rejected:
 
 
 def load_object(raw: bytes, expected_schema: str) -> dict[str, Any] | Rejected:
+    """The JSON object of ``raw`` if it is one of ``expected_schema`` (a record without a
+    ``schema`` field is taken as one), else why not."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -228,6 +235,7 @@ def load_object(raw: bytes, expected_schema: str) -> dict[str, Any] | Rejected:
 
 
 def int_field(data: dict[str, Any], name: str) -> int | Rejected:
+    """The field ``name`` of ``data`` if it is an integer >= 0 (not a bool), else why not."""
     if name not in data:
         return Rejected("missing_field", f"field {name!r} is missing")
     value = data[name]
@@ -239,6 +247,8 @@ def int_field(data: dict[str, Any], name: str) -> int | Rejected:
 
 
 def time_field(data: dict[str, Any], name: str) -> datetime | Rejected:
+    """The field ``name`` of ``data`` as an aware UTC datetime (:func:`parse_time`), else why
+    not, naming the field."""
     if name not in data:
         return Rejected("missing_field", f"field {name!r} is missing")
     parsed = parse_time(data[name])

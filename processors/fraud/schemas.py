@@ -49,6 +49,7 @@ class Transaction:
     amount: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``transaction/1`` wire form, JSON-ready."""
         return {
             "schema": TRANSACTION_SCHEMA,
             "tx_id": self.tx_id,
@@ -70,6 +71,7 @@ class Label:
     label_time: datetime
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``transaction-label/1`` wire form, JSON-ready."""
         return {
             "schema": LABEL_SCHEMA,
             "tx_id": self.tx_id,
@@ -105,6 +107,7 @@ class ModelMetrics:
     emit_time: datetime
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``model-metrics/1`` wire form, JSON-ready."""
         return {
             "schema": MODEL_METRICS_SCHEMA,
             "pipeline": self.pipeline,

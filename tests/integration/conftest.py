@@ -7,13 +7,13 @@ names a running one. Each test gets unique topics, consumer groups, state and we
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
+from pipelines.bench.scrape import samples
+from pipelines.bench.waiting import wait_until
 from pipelines.kafka.admin import client_config, create_topics
 from pipelines.kafka.broker import LocalBroker
 from pipelines.settings import LocalBrokerSettings, Settings
@@ -128,14 +130,18 @@ class Worker:
         return None if page is None else dict(orjson.loads(page))
 
     def wait_assigned(self, topic: str, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def assigned() -> bool:
             assert self.proc.poll() is None, f"worker exited:\n{self.log_tail()}"
             health = self.health()
-            if health and any(f"topic='{topic}'" in tp for tp in health["assigned"]):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"worker never got {topic} assigned:\n{self.log_tail()}")
+            return bool(health and any(f"topic='{topic}'" in tp for tp in health["assigned"]))
+
+        wait_until(
+            assigned,
+            timeout_s,
+            interval_s=0.3,
+            what=lambda: f"worker never got {topic} assigned:\n{self.log_tail()}",
+            error=AssertionError,
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         """The log's last lines, after the worker's step counters (to tell where it stopped)."""
@@ -143,9 +149,12 @@ class Worker:
         page = self._get("/metrics")
         if page is None:
             return tail
-        text = page.decode()
         wanted = ("streamwise_events", "streamwise_labels", "streamwise_learned")
-        counters = [line for line in text.splitlines() if line.startswith(wanted)]
+        counters = [
+            f"{s.name}{s.labels} {s.value}"
+            for s in samples(page.decode())
+            if s.name.startswith(wanted)
+        ]
         return "\n".join(["worker counters:", *counters, "log tail:", tail])
 
     def kill(self) -> None:
@@ -191,10 +200,16 @@ def read_topic(
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while not until(records) and time.monotonic() < deadline:
+
+        def done() -> bool:
+            if until(records):
+                return True
             for batch in consumer.poll(timeout_ms=300).values():
                 records.extend(orjson.loads(r.value) for r in batch)
+            return False
+
+        with contextlib.suppress(TimeoutError):  # the caller asserts on what came
+            wait_until(done, timeout_s, interval_s=0.0)
         return records
     finally:
         consumer.close()

@@ -10,9 +10,10 @@ import numpy as np
 import orjson
 
 from models.silero_vad import SileroVad
-from pipelines.audio.build import AnalyzeAudio
 from pipelines.audio.produce import chunked
+from pipelines.audio.step import AnalyzeAudio
 from pipelines.runtime.metrics import StepMetrics
+from pipelines.runtime.steps import run_batch
 from pipelines.runtime.testing import RecordingOutputs
 from pipelines.settings import Settings
 from processors.audio.analyzer import AudioAnalyzer
@@ -30,8 +31,8 @@ def vad() -> SileroVad:
     return SileroVad(vad_path())
 
 
-def make_step(home: Path) -> tuple[AnalyzeAudio, RecordingOutputs]:
-    settings = Settings(home=home)
+def make_step(home: Path, **policies: str) -> tuple[AnalyzeAudio, RecordingOutputs]:
+    settings = Settings(home=home, policies=policies)  # type: ignore[arg-type]
     outputs = RecordingOutputs()
     analyzer = AudioAnalyzer(settings.audio, vad())
     return AnalyzeAudio(settings, analyzer, outputs, StepMetrics()), outputs
@@ -59,7 +60,7 @@ def interleave(streams: dict[str, list[bytes]]) -> list[FakeEvent]:
 def run_batches(step: AnalyzeAudio, events: list[FakeEvent], size: int = 10) -> None:
     async def go() -> None:
         for i in range(0, len(events), size):
-            await step(events[i : i + size])
+            await run_batch(step, events[i : i + size])
 
     asyncio.run(go())
 
@@ -143,6 +144,44 @@ def test_duplicates_and_a_gap_do_not_shift_the_windows(home: Path) -> None:
     metrics = step.metrics.render().decode()
     assert 'streamwise_audio_gap_chunks_total{step="analyze-audio"} 1.0' in metrics
     assert 'streamwise_events_total{outcome="duplicate",step="analyze-audio"} 1.0' in metrics
+
+
+def late_chunk_events() -> tuple[list[FakeEvent], bytes]:
+    """Chunks 4..9 of a stream, then chunk 2: before the stream's first, so late."""
+    values = chunk_values("s", np.zeros(16000, np.float32))
+    order = [4, 5, 6, 7, 8, 9, 2]
+    return [
+        FakeEvent(FakeMessage(TOPIC, 0, i, b"s", values[s])) for i, s in enumerate(order)
+    ], values[2]
+
+
+def test_a_late_chunk_goes_to_the_on_late_policy_as_a_dead_letter(home: Path) -> None:
+    step, out = make_step(home)
+    events, late = late_chunk_events()
+    run_batches(step, events, size=4)
+    (letter,) = [decode_dead_letter(s.value) for s in out.on("dead-letters")]
+    assert (getattr(letter, "reason", None), getattr(letter, "step", None)) == (
+        "late",
+        "analyze-audio",
+    )
+    assert getattr(letter, "value", None) == late
+    assert "chunk 2 of stream s precedes its first chunk 4" in getattr(letter, "detail", "")
+    metrics = step.metrics.registry
+    assert (
+        metrics.get_sample_value(
+            "streamwise_events_total", {"step": "analyze-audio", "outcome": "late"}
+        )
+        == 1.0
+    )
+
+
+def test_a_late_chunk_under_on_late_drop_is_counted_not_sent(home: Path) -> None:
+    step, out = make_step(home, on_late="drop")
+    events, _ = late_chunk_events()
+    run_batches(step, events, size=4)
+    assert out.on("dead-letters") == []
+    dropped = {"step": "analyze-audio", "reason": "late"}
+    assert step.metrics.registry.get_sample_value("streamwise_dropped_total", dropped) == 1.0
 
 
 def test_a_stream_that_stops_sending_ends_its_speech_and_is_reported(home: Path) -> None:

@@ -13,6 +13,7 @@ from pipelines.fraud.build import internal_topics, load_model
 from pipelines.fraud.learning import LearnerReplica, LearnFraud, decode_checkpoint
 from pipelines.fraud.scoring import ScoreTransactions
 from pipelines.runtime.metrics import StepMetrics
+from pipelines.runtime.steps import run_batch
 from pipelines.runtime.testing import RecordingOutputs
 from pipelines.settings import Settings
 from processors.fraud.quality import DAY_MS
@@ -45,7 +46,7 @@ def learn(step: LearnFraud, batches: list[list[list[Any]]], first_offset: int = 
     events = [
         internal("training", "examples", b, offset=first_offset + i) for i, b in enumerate(batches)
     ]
-    asyncio.run(step(events))
+    asyncio.run(run_batch(step, events))
 
 
 def learner(home: Path, out: RecordingOutputs, **quality: Any) -> tuple[LearnFraud, StepMetrics]:
@@ -124,7 +125,7 @@ def test_a_better_challenger_is_promoted_once_and_scorers_serve_it_after_a_resta
     scorer = ScoreTransactions(
         conf, load_model(conf), replica, {}, {}, scored, StepMetrics(), names
     )
-    asyncio.run(scorer([internal(names["tx"], "rows", [row(1, DAY0, 20.0)])]))
+    asyncio.run(run_batch(scorer, [internal(names["tx"], "rows", [row(1, DAY0, 20.0)])]))
     (prediction,) = [orjson.loads(s.value) for s in scored.on("predictions")]
     versions, features = prediction["model_versions"], prediction["features"]
     assert (versions["champion"], versions["challenger"]) == ("blend:0.6", "blend:0.3")

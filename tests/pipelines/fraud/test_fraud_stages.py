@@ -21,6 +21,7 @@ from pipelines.fraud.routing import CustomerFeatures, RouteLabels
 from pipelines.fraud.scoring import STEP, ScoreTransactions
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import DeliveryError
+from pipelines.runtime.steps import Step, run_batch
 from pipelines.runtime.testing import RecordingOutputs
 from pipelines.settings import Settings
 from processors.common.schemas import decode_dead_letter, encode
@@ -39,8 +40,8 @@ def tx(tx_id: int, customer: int, amount: float, terminal: int = 3, minutes: int
     return encode(Transaction(tx_id, when, customer, terminal, amount))
 
 
-def run(step: Any, batch: Sequence[Any]) -> None:
-    asyncio.run(step(batch))
+def run(step: Step, batch: Sequence[Any]) -> None:
+    asyncio.run(run_batch(step, batch))
 
 
 def reasons(out: RecordingOutputs) -> list[str | None]:

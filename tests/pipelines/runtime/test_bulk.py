@@ -1,6 +1,10 @@
 """The bulk reader against a stand-in for Faust's consumer: what it takes out of a fetch, what
 it drops as Faust would, its flow control, and when a batch is acked (never before its
-outputs were acknowledged). The real consumer is exercised by the integration tests."""
+outputs were acknowledged). The real consumer is exercised by the integration tests.
+
+These stand-ins would keep passing if a Faust upgrade changed the internals they copy; the
+hooks themselves are checked against a real broker and Faust app in
+tests/integration/test_runtime_contracts.py."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ import numpy as np
 import orjson
 
 from pipelines.runtime.metrics import StepMetrics
+from pipelines.runtime.steps import run_batch
 from pipelines.runtime.testing import RecordingOutputs
 from pipelines.settings import Settings
-from pipelines.video.build import STEP, AnalyzeFrames
 from pipelines.video.settings import VideoSettings
+from pipelines.video.step import STEP, AnalyzeFrames
 from processors.common.schemas import decode_dead_letter
 from processors.video.frames import VideoFrame, decode_frame, encode_frame
 from tests.pipelines.fakes import FakeEvent, FakeMessage
@@ -68,7 +69,7 @@ def test_one_prediction_per_frame_with_faces_across_two_cameras(home: Path) -> N
     street = clip("bikes.mp4")
     batch = [frame_event("car", i, car[i], offset=i) for i in range(0, 12, 3)]
     batch += [frame_event("street", i, street[i], offset=100 + i) for i in (60, 125)]
-    asyncio.run(step(batch))
+    asyncio.run(run_batch(step, batch))
     predictions = sent(out, "predictions")
     assert [p["event_id"] for p in predictions] == [
         "car:0", "car:3", "car:6", "car:9", "street:60", "street:125",
@@ -94,7 +95,7 @@ def test_bad_frames_go_to_dead_letters_and_the_rest_is_processed(home: Path) -> 
         FakeEvent(FakeMessage(TOPIC, 0, 13, b"car", None)),
         good,
     ]
-    asyncio.run(step(batch))
+    asyncio.run(run_batch(step, batch))
     letters = [decode_dead_letter(s.value) for s in out.on("dead-letters")]
     reasons = [(d.offset, d.reason) for d in letters]  # type: ignore[union-attr]
     assert reasons == [
@@ -114,7 +115,7 @@ def test_realtime_mode_skips_and_counts_stale_frames_under_overload(home: Path) 
     for cam in ("a", "b"):
         batch += [frame_event(cam, i, car[i], age_s=5.0, offset=i) for i in range(20)]
         batch.append(frame_event(cam, 20, car[20], age_s=0.1, offset=20))
-    asyncio.run(step(batch))
+    asyncio.run(run_batch(step, batch))
     predictions = sent(out, "predictions")
     assert [p["event_id"] for p in predictions] == ["a:20", "b:20"]
     assert [p["features"]["skipped_before"] for p in predictions] == [20.0, 20.0]  # type: ignore[index]
@@ -126,7 +127,7 @@ def test_complete_mode_processes_every_frame_of_the_same_backlog(home: Path) -> 
     step, out, metrics = make_step(home, mode="complete", max_lag_s=1.0)
     car = clip("carphone.mp4")
     batch = [frame_event("a", i, car[i], age_s=5.0, offset=i) for i in range(21)]
-    asyncio.run(step(batch))
+    asyncio.run(run_batch(step, batch))
     assert [p["frame_no"] for p in sent(out, "predictions")] == list(range(21))
     assert count(metrics, "skipped") == 0
 
@@ -135,7 +136,7 @@ def test_motion_gating_runs_the_detector_only_on_moving_frames(home: Path) -> No
     step, out, _ = make_step(home, mode="complete", motion_gating=True, motion_threshold=0.01)
     still = clip("carphone.mp4")[0]
     batch = [frame_event("a", i, still, offset=i) for i in range(5)]
-    asyncio.run(step(batch))
+    asyncio.run(run_batch(step, batch))
     predictions = sent(out, "predictions")
     assert [p["detected"] for p in predictions] == [True, False, False, False, False]
     assert all(len(p["faces"]) == 1 for p in predictions)  # type: ignore[arg-type]
@@ -145,7 +146,7 @@ def test_motion_gating_runs_the_detector_only_on_moving_frames(home: Path) -> No
 def test_anonymized_frames_have_their_faces_blurred(home: Path) -> None:
     step, out, _ = make_step(home, mode="complete", anonymize=True)
     car = clip("carphone.mp4")
-    asyncio.run(step([frame_event("a", 0, car[0])]))
+    asyncio.run(run_batch(step, [frame_event("a", 0, car[0])]))
     [message] = out.on("video-anonymized")
     frame = decode_frame(message.value)
     assert isinstance(frame, VideoFrame)
@@ -161,7 +162,7 @@ def test_a_camera_that_stops_sending_raises_camera_silent_once(home: Path) -> No
     step, out, _ = make_step(home, silent_after_s=5.0)
     wall = [NOW.timestamp()]
     step.clock = lambda: wall[0]
-    asyncio.run(step([frame_event("a", 0, clip("carphone.mp4")[0])]))
+    asyncio.run(run_batch(step, [frame_event("a", 0, clip("carphone.mp4")[0])]))
     wall[0] += 3
     assert asyncio.run(step.check_silent()) == 0
     wall[0] += 3
@@ -258,7 +259,7 @@ def test_large_bad_frames_are_dead_lettered_with_the_reduced_decoder(home: Path)
         vga_frame(5, good),
     ]
     events = [FakeEvent(FakeMessage(TOPIC, 0, f.frame_no, b"a", encode_frame(f))) for f in cases]
-    asyncio.run(step(events))
+    asyncio.run(run_batch(step, events))
     letters = [decode_dead_letter(s.value) for s in out.on("dead-letters")]
     reasons = [(d.offset, d.reason) for d in letters]  # type: ignore[union-attr]
     assert reasons[:3] == [(1, "size_mismatch"), (2, "size_mismatch"), (3, "undecodable_image")]

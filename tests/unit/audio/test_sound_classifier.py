@@ -19,8 +19,9 @@ from onnx import TensorProto, helper
 from models.assets import AssetError, sha256_of
 from models.silero_vad import SileroVad
 from models.sound_classifier import OnnxSoundClassifier
-from pipelines.audio.build import AnalyzeAudio
+from pipelines.audio.step import AnalyzeAudio
 from pipelines.runtime.metrics import StepMetrics
+from pipelines.runtime.steps import run_batch
 from pipelines.runtime.testing import RecordingOutputs
 from pipelines.settings import Settings
 from processors.audio.analyzer import AudioAnalyzer
@@ -119,7 +120,7 @@ def test_the_audio_step_labels_each_window_with_its_top_classes(
                     FakeMessage("audio-chunks", 0, len(events), sid.encode(), encode_chunk(chunk))
                 )
             )
-    asyncio.run(step(events))
+    asyncio.run(run_batch(step, events))
     preds = [orjson.loads(s.value) for s in outputs.on(settings.topics.predictions)]
     assert preds
     assert {p["model_versions"]["classifier"] for p in preds} == {analyzer.classifier.version}  # type: ignore[union-attr]

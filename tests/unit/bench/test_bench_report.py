@@ -14,20 +14,11 @@ from datetime import timedelta
 
 import pytest
 
-from pipelines.bench.transactions import (
-    HostProbe,
-    _simulated_load,
-    cpu_between,
-    format_report,
-    host_drift,
-    host_reference_us,
-    label_count,
-    labels_of,
-    pinned,
-    split_load,
-    transactions,
-    usable_cpus,
-)
+from pipelines.bench.host import HostProbe, host_drift, host_reference_us, pinned, usable_cpus
+from pipelines.bench.load import label_count, labels_of, simulated_load, split_load, transactions
+from pipelines.bench.report import format_report
+from pipelines.bench.waiting import wait_until
+from pipelines.bench.worker_process import cpu_between
 
 
 def test_cpu_between_interpolates_the_samples() -> None:
@@ -195,28 +186,32 @@ def test_the_bench_knows_only_two_places_for_the_learner() -> None:
 
 def test_a_pinned_program_runs_on_its_cpu_alone_threads_included() -> None:
     cpu = max(usable_cpus())
-    program = pinned(
-        cpu,
+    program = (
         "import os, threading; seen = []; "
         "t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0)))); "
-        "t.start(); t.join(); print(sorted(os.sched_getaffinity(0)), seen[0])",
+        "t.start(); t.join(); print(sorted(os.sched_getaffinity(0)), seen[0])"
     )
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, preexec_fn=pinned(cpu)
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [f"[{cpu}]", f"[{cpu}]"]
-    assert pinned(None, "print(1)") == "print(1)"
+    assert pinned(None) is None
+    assert os.sched_getaffinity(0) == usable_cpus()  # the bench itself is left as it was
 
 
 def test_the_host_probe_times_the_reference_loop_on_its_cpu() -> None:
     cpu = min(usable_cpus())
     started = time.time()
     probe = HostProbe(cpu, every=0.02)
+
+    def five() -> bool:
+        assert probe.proc.poll() is None, "the probe exited"
+        return len(probe.samples) >= 5
+
     try:
-        deadline = time.monotonic() + 60  # a wait, not a speed claim: loops take ms
-        while len(probe.samples) < 5 and time.monotonic() < deadline:
-            assert probe.proc.poll() is None, "the probe exited"
-            time.sleep(0.05)
-        assert len(probe.samples) >= 5
+        # a wait, not a speed claim: loops take ms
+        wait_until(five, 60, interval_s=0.05, what="five probe loops", error=AssertionError)
         affinity = os.sched_getaffinity(probe.proc.pid)
     finally:
         probe.stop()
@@ -272,12 +267,12 @@ def test_the_bench_refuses_a_cpu_it_cannot_run_on() -> None:
 def test_a_simulated_load_keeps_its_records_right_sized() -> None:
     # orjson 3.12+ returns bytes with about 4 KB allocated whatever their length; a bench
     # load of ~900,000 records held that way took 4 GB of the bench process's RSS.
-    _simulated_load(500, timedelta(days=7))  # imports and caches first: not the load's
+    simulated_load(500, timedelta(days=7))  # imports and caches first: not the load's
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        items = _simulated_load(3000, timedelta(hours=2))  # labels among them
+        items = simulated_load(3000, timedelta(hours=2))  # labels among them
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:

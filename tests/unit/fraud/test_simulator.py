@@ -12,7 +12,6 @@ import numpy.typing as npt
 import pyarrow as pa
 import pytest
 
-from processors.fraud import simulator
 from processors.fraud.simulator import (
     SCENARIO_AMOUNT,
     SCENARIO_CUSTOMER,
@@ -23,6 +22,7 @@ from processors.fraud.simulator import (
     SimulationConfig,
     SimulationInputs,
     expected_kept_fraction,
+    profiles,
     read_table,
     simulate,
     simulation_inputs,
@@ -111,7 +111,7 @@ def test_reach_matches_brute_force(
     customers, terminals = inputs.customers, inputs.terminals
     distance = np.hypot(customers.x[:, None] - terminals.x, customers.y[:, None] - terminals.y)
     inside = distance < SMALL.radius
-    monkeypatch.setattr(simulator, "_DISTANCE_CHUNK_CELLS", 1_000)
+    monkeypatch.setattr(profiles, "_DISTANCE_CHUNK_CELLS", 1_000)
     reach = terminals_within_radius(customers, terminals, SMALL.radius)
     np.testing.assert_array_equal(reach.counts(), inside.sum(axis=1))
     for customer in (0, 17, 299):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.runtime.offsets import OffsetWatch, RecoveredMessage, faust_committed
-from pipelines.runtime.streams import take_batches
 
 
 class Kafka:
@@ -248,92 +246,3 @@ def test_a_coordinator_that_cannot_answer_leaves_the_partition_unchecked(
     """The stream goes on (the check is skipped) instead of its agent dying."""
     assert asyncio.run(faust_committed(_app(ConnectionError("gone")))(P0)) is None
     assert "no committed offset from the coordinator (ConnectionError('gone'))" in caplog.text
-
-
-class _SlowClient:
-    """A group coordinator that takes a while to say there is no committed offset."""
-
-    async def committed(self, tp: Any) -> None:
-        await asyncio.sleep(0.05)
-
-
-class _Stream:
-    """The parts of a Faust stream ``take_batches`` uses; :meth:`feed` is Faust handing one
-    record to the stream's processors, as it does one record after another."""
-
-    def __init__(self) -> None:
-        thread = type(
-            "Thread",
-            (),
-            {
-                "_ensure_consumer": lambda self: _SlowClient(),
-                "call_thread": lambda self, fun, *args: fun(*args),
-            },
-        )()
-
-        async def nothing(*_: Any) -> None:
-            return None
-
-        consumer = type(
-            "Consumer", (), {"_thread": thread, "_commit_fut": None, "commit": nothing}
-        )()
-        conf = type("Conf", (), {"broker_commit_interval": 100.0})()
-        self.app = type("App", (), {"consumer": consumer, "conf": conf})()
-        self.app.consumer_generation_id = 1
-        self.enable_acks = True
-        self.should_stop = False
-        self.current_event: Any = None
-        self._processors: list[Any] = []
-        self.channel = type("Channel", (), {"__aiter__": lambda self: self})()
-
-    def add_processor(self, processor: Any) -> None:
-        self._processors.append(processor)
-
-    def _enable_passive(self, _: Any) -> None:
-        pass
-
-    async def wait_for_stopped(self, event: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109 - Faust's signature
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
-
-    async def wait(self, event: asyncio.Event) -> None:
-        await event.wait()
-
-    async def ack(self, event: Any) -> None:
-        pass
-
-    async def feed(self, event: Any) -> None:
-        self.current_event = event
-        for processor in self._processors:
-            await processor(event)
-
-
-def test_a_record_whose_admission_waited_is_not_cleared_with_a_batch_cut_meanwhile() -> None:
-    """The first record of a partition waits for the committed offset; a batch cut in that
-    time (here: after 10 ms, handled for 200 ms) must not take the record down with it when
-    its events are cleared. It failed the audio and video worker tests once in a loaded run."""
-    a, b = TP("t", 0), TP("t", 1)
-
-    async def go() -> list[tuple[int, int]]:
-        stream = _Stream()
-        batches = take_batches(stream, 10, 0.01, Kafka().refetch)  # type: ignore[arg-type]
-        handled: list[tuple[int, int]] = []
-
-        async def handle() -> None:
-            async for batch in batches:
-                handled.extend((e.message.partition, e.message.offset) for e in batch)
-                await asyncio.sleep(0.2)
-
-        task = asyncio.create_task(handle())
-        await asyncio.sleep(0)  # the generator starts: its processor is in place
-        await stream.feed(Event(a, 0))
-        await stream.feed(Event(b, 0))  # admitted while the batch [a@0] is handled
-        await stream.feed(Event(b, 1))
-        await asyncio.sleep(0.6)
-        stream.should_stop = True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return handled
-
-    assert asyncio.run(go()) == [(0, 0), (1, 0), (1, 1)]

@@ -1,0 +1,49 @@
+"""What the audio analyzer reads of its settings, as a read-only protocol.
+
+Processors sit below ``pipelines``: :class:`~processors.audio.analyzer.AudioAnalyzer` takes
+any object with these fields. The worker passes its ``STREAMWISE_AUDIO__*`` settings
+(``pipelines.audio.settings.AudioSettings`` has every one of them); tests may pass those or
+a small stand-in.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["AnalyzerConfig"]
+
+
+class AnalyzerConfig(Protocol):
+    """Windows, reordering, VAD, speech, level, anomaly and classifier limits (seconds, dBFS,
+    ratios and probabilities as in the settings)."""
+
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def hop_s(self) -> float: ...
+    @property
+    def reorder_chunks(self) -> int: ...
+    @property
+    def vad_batched(self) -> bool: ...
+    @property
+    def speech_threshold(self) -> float: ...
+    @property
+    def speech_min_s(self) -> float: ...
+    @property
+    def speech_silence_s(self) -> float: ...
+    @property
+    def level_alert_dbfs(self) -> float: ...
+    @property
+    def clip_level(self) -> float: ...
+    @property
+    def clip_alert_ratio(self) -> float: ...
+    @property
+    def silence_dbfs(self) -> float: ...
+    @property
+    def dead_after_s(self) -> float: ...
+    @property
+    def anomaly_threshold(self) -> float: ...
+    @property
+    def anomaly_window(self) -> int: ...
+    @property
+    def classifier_top(self) -> int: ...
