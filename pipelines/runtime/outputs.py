@@ -112,6 +112,7 @@ class FaustOutputs:
         producer = compat.aiokafka_producer(faust_producer)
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         known: dict[str, list[int]] = {}  # topic -> its partitions, sorted (this batch)
+        up: dict[str, list[int]] = {}  # topic -> its partitions with a leader (this batch)
         cache = self.partitions
         for topic, key, value, partition in queued:
             if partition is None:
@@ -123,9 +124,11 @@ class FaustOutputs:
                     if self.partition_counts.get(topic) != count or len(cache) > 100_000:
                         cache.clear()  # a key's partition depends on the partition count
                         self.partition_counts[topic] = count
-                if key is None:
-                    cluster = producer.client.cluster
-                    available = list(cluster.available_partitions_for_topic(topic))
+                if key is None:  # a random available partition, as a plain send picks
+                    available = up.get(topic)
+                    if available is None:
+                        cluster = producer.client.cluster
+                        available = up[topic] = list(cluster.available_partitions_for_topic(topic))
                     partition = _partitioner(None, partitions, available)
                 else:
                     partition = cache.get((topic, key))

@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeVar
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs, completed
 from pipelines.runtime.policies import FailurePolicies, StopWorker
-from pipelines.settings import PolicySettings
 from processors.common.schemas import DeadLetter, Rejected, encode
 
 __all__ = [
@@ -142,9 +141,8 @@ class Handover:
 
     step: str
     events: Sequence[Any]
-    dead: DeadLetterSink
     delivery: asyncio.Future[None]  # done once the broker answered
-    failures: FailurePolicies | None = None  # None: the defaults, dead letters
+    failures: FailurePolicies  # the step's, with its dead-letter sink
     on_stop: Stop | None = None  # told before a StopWorker is raised
 
     async def confirmed(self) -> None:
@@ -153,9 +151,8 @@ class Handover:
         try:
             await self.delivery
         except Exception as exc:
-            failures = self.failures or FailurePolicies(PolicySettings(), self.dead)
             try:
-                await failures.delivery_error(self.step, self.events, exc)
+                await self.failures.delivery_error(self.step, self.events, exc)
             except StopWorker as stop:
                 if self.on_stop is not None:
                     await self.on_stop(stop)
@@ -179,4 +176,4 @@ async def start_batch(step: Step, events: Sequence[Any], on_stop: Stop | None = 
                 await on_stop(stop)
             raise
         delivery = completed()
-    return Handover(name, events, step.dead, delivery, failures, on_stop)
+    return Handover(name, events, delivery, failures, on_stop)

@@ -231,4 +231,6 @@ class BatchLog:
     async def start(self, events: list[Any]) -> Handover:
         self.batches.append(list(events))
         await self.gate.wait()
-        return Handover("contract", events, self.dead, completed())
+        return Handover(
+            "contract", events, completed(), FailurePolicies(PolicySettings(), self.dead)
+        )

@@ -51,10 +51,11 @@ from pipelines.runtime.offsets import (
     kafka_refetch,
 )
 from pipelines.runtime.outputs import FaustOutputs, completed
+from pipelines.runtime.policies import FailurePolicies
 from pipelines.runtime.stages import Stages
 from pipelines.runtime.state import TableState
 from pipelines.runtime.steps import DeadLetterSink, Handover, start_batch
-from pipelines.settings import Settings
+from pipelines.settings import PolicySettings, Settings
 from processors.common.schemas import DeadLetter, decode_dead_letter
 from tests.integration.faust_harness import (
     BatchLog,
@@ -280,7 +281,7 @@ def test_a_filed_gap_lets_faust_commit_past_records_read_back(settings: Settings
             # As if 3..5 had come as records read back (RecoveredEvent): never acked.
             seen.extend(e.message.offset for e in events)
             acked = [e for e in events if e.message.offset not in read_back]
-            return Handover("contract", acked, dead, completed())
+            return Handover("contract", acked, completed(), FailurePolicies(PolicySettings(), dead))
 
         bulk_agent(
             app, BulkIngress(app), raw_topic(app, bulk, 1), "bulk", start, 10, WITHIN_S, _no_refetch

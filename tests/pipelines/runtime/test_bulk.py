@@ -180,7 +180,7 @@ class Step:
         self.batches.append([e.message.offset for e in events])
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deliveries.append(delivery)
-        return Handover("test", events, None, delivery)  # type: ignore[arg-type]
+        return Handover("test", events, delivery, None)  # type: ignore[arg-type]
 
 
 async def refetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
