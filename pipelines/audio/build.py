@@ -3,11 +3,15 @@
 ``build(app, settings)`` declares the ``audio-chunks`` source, the stage ``analyze-audio``
 (:class:`~pipelines.audio.step.AnalyzeAudio`, fed micro-batches from whole fetches like
 every stage: :mod:`pipelines.runtime.stages`) and a timer that notices streams whose chunks
-stopped. This is the only module of the audio pipeline that imports Faust.
+stopped (not while the worker rebalances: it reads nothing then). The step learns which
+partitions of ``audio-chunks`` this worker holds from the assignor
+(:func:`assigned_partitions`). This is the only module of the audio pipeline that imports
+Faust.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +28,7 @@ from pipelines.runtime.stages import Stages
 from pipelines.settings import Settings
 from processors.audio.analyzer import AudioAnalyzer, VadModel
 
-__all__ = ["AudioPipeline", "build", "load_models"]
+__all__ = ["AudioPipeline", "assigned_partitions", "build", "load_models"]
 
 STALL_CHECK_S = 1.0
 
@@ -39,6 +43,16 @@ def load_models(settings: Settings) -> tuple[VadModel, SoundClassifier | None]:
             conf.classifier_path, conf.classifier_classes, conf.classifier_sha256
         )
     return vad, classifier
+
+
+def assigned_partitions(app: faust.App, topic: str) -> Callable[[], frozenset[int]]:
+    """The partitions of ``topic`` this worker holds now, from Faust's assignor."""
+
+    def assigned() -> frozenset[int]:
+        actives = app.assignor.assigned_actives()
+        return frozenset(tp.partition for tp in actives if tp.topic == topic)
+
+    return assigned
 
 
 @dataclass
@@ -60,7 +74,8 @@ def build(app: faust.App, settings: Settings) -> AudioPipeline:
     source = raw_topic(app, t.audio_chunks, t.partitions)
     outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters])
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
-    step = AnalyzeAudio(settings, analyzer, outputs, metrics, executor)
+    assigned = assigned_partitions(app, t.audio_chunks)
+    step = AnalyzeAudio(settings, analyzer, outputs, metrics, executor, assigned)
 
     stages = Stages(app, settings)
     analyze_audio = stages.declare(source, step, worker.batch_size, worker.batch_within_s)
@@ -68,7 +83,8 @@ def build(app: faust.App, settings: Settings) -> AudioPipeline:
     stall_outputs = FaustOutputs(app, [t.alerts])
 
     async def stalled() -> None:
-        await step.check_stalled(stall_outputs)
+        if not app.rebalancing:
+            await step.check_stalled(stall_outputs)
 
     app.timer(interval=STALL_CHECK_S, name=f"{STEP}-stalled")(stalled)
 

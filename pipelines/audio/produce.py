@@ -7,10 +7,16 @@ low-passes before decimating, so nothing aliases), then cut into chunks of ``chu
 published as 16-bit PCM, keyed by stream id. Several files are several streams, sent in
 step: chunk ``k`` of every stream, then chunk ``k + 1``. ``realtime`` paces chunk ``k`` at
 ``k * chunk_ms`` after the start, as live microphones would; otherwise as fast as possible.
+
+Every call is one producer run with its own session (:func:`new_session`, a random 63-bit
+id, in every chunk's ``audio-chunk/1.1`` envelope), and sequence numbers count from 0: a
+stream published again under the same id is a new segment of it, not a repeat of the
+first run's chunks.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +31,15 @@ from pipelines.kafka.admin import client_config
 from pipelines.settings import Settings
 from processors.audio.codec import AudioChunk, encode_chunk
 
-__all__ = ["AudioStream", "PublishReport", "chunked", "load_audio", "publish_audio", "resample"]
+__all__ = [
+    "AudioStream",
+    "PublishReport",
+    "chunked",
+    "load_audio",
+    "new_session",
+    "publish_audio",
+    "resample",
+]
 
 Samples = npt.NDArray[np.float32]
 
@@ -71,6 +85,13 @@ class PublishReport:
     streams: int
     chunks: int
     seconds: float
+    session: int = 0  # the producer session every chunk of the run carried
+
+
+def new_session() -> int:
+    """A producer session id: random in 1..2**63-1, so two runs never share one (no clock
+    is involved: a clock set back between runs cannot make a new run look old)."""
+    return secrets.randbelow(2**63 - 1) + 1
 
 
 def _schedule(
@@ -95,8 +116,12 @@ def publish_audio(
     loop: bool = False,
     max_rounds: int | None = None,
     on_send: Callable[[str, int, int], None] | None = None,
+    session: int | None = None,
 ) -> PublishReport:
-    """Publish ``streams`` to ``audio-chunks``; ``on_send(stream, seq, send_ms)`` per chunk."""
+    """Publish ``streams`` to ``audio-chunks``; ``on_send(stream, seq, send_ms)`` per chunk.
+
+    ``session`` (default: a new one) is the run's producer session; 0 writes 1.0 envelopes.
+    """
     from kafka import KafkaProducer
 
     if not streams:
@@ -110,6 +135,7 @@ def publish_audio(
         max_request_size=8 * 1024 * 1024,
     )
     topic = settings.topics.audio_chunks
+    run = new_session() if session is None else session
     chunk_s = chunk_ms / 1000
     sent = 0
     started = time.monotonic()
@@ -122,7 +148,7 @@ def publish_audio(
                 time.sleep(max(0.0, due - time.monotonic()))
             now_ms = time.time_ns() // 1_000_000
             capture = now_ms * 1_000_000 if realtime else origin_ns + int(seq * chunk_s * 1e9)
-            chunk = AudioChunk(stream.stream_id, seq, RATE, 1, "int16", capture, pcm)
+            chunk = AudioChunk(stream.stream_id, seq, RATE, 1, "int16", capture, pcm, run)
             producer.send(
                 topic, key=stream.stream_id.encode(), value=encode_chunk(chunk), timestamp_ms=now_ms
             )
@@ -132,4 +158,4 @@ def publish_audio(
         producer.flush()
     finally:
         producer.close()
-    return PublishReport(len(streams), sent, time.monotonic() - started)
+    return PublishReport(len(streams), sent, time.monotonic() - started, run)

@@ -5,13 +5,19 @@ for their place in the stream to the ``on_late`` policy; the rest are analysed o
 loop by :class:`~processors.audio.analyzer.AudioAnalyzer` (VAD batched across every stream
 of the batch), and one prediction per window and the alerts are sent before the batch is
 acked. :mod:`pipelines.audio.build` declares it on a Faust app.
+
+The step follows its input partitions (``assigned()``, given by the build): at the start of
+each batch and of each stall check, a stream whose partition went to another worker is
+forgotten without an alert, and so is a stream of a partition assigned anew (another
+worker had it meanwhile, so what this worker remembers of it is stale).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from time import perf_counter
@@ -34,6 +40,8 @@ __all__ = ["PIPELINE", "STEP", "AnalyzeAudio"]
 STEP = "analyze-audio"
 PIPELINE = "audio"
 
+log = logging.getLogger(__name__)
+
 
 class AnalyzeAudio:
     """The step behind the agent: one micro-batch of chunk events at a time."""
@@ -47,6 +55,7 @@ class AnalyzeAudio:
         outputs: Outputs,
         metrics: StepMetrics,
         executor: Executor | None = None,
+        assigned: Callable[[], frozenset[int]] | None = None,
     ) -> None:
         self.settings = settings
         self.analyzer = analyzer
@@ -63,6 +72,15 @@ class AnalyzeAudio:
             ["step"],
             registry=metrics.registry,
         )
+        self.evicted = Counter(
+            "streamwise_audio_streams_evicted",
+            "Streams forgotten because their partition moved to another worker or came back",
+            ["step"],
+            registry=metrics.registry,
+        )
+        self.assigned = assigned  # the input partitions this worker holds; None: all of them
+        self.held: frozenset[int] | None = None  # as last seen
+        self.partition_of: dict[str, int] = {}  # each known stream's input partition
         self.versions = {"vad": analyzer.vad.version, "anomaly": "river-halfspacetrees/0.26"}
         if analyzer.classifier is not None:
             self.versions["classifier"] = analyzer.classifier.version
@@ -86,9 +104,13 @@ class AnalyzeAudio:
             chunks = [chunk for _, chunk in valid]
             loop = asyncio.get_running_loop()
             async with self.lock:
+                self.follow_assignment()
+                for event, chunk in valid:
+                    self.partition_of[chunk.stream_id] = event.message.partition
                 result = await loop.run_in_executor(
                     self.executor, self.analyzer.process, chunks, time.monotonic()
                 )
+                self.forget_unheld({event.message.partition for event, _ in valid})
             for index, detail in result.late_chunks:  # came after their place was filled
                 await self.failures.late(valid[index][0], STEP, detail)
             last = {chunk.stream_id: event for event, chunk in valid}
@@ -111,7 +133,7 @@ class AnalyzeAudio:
         for w in result.windows:
             prediction = Prediction(
                 pipeline=PIPELINE,
-                event_id=f"{w.stream_id}:{w.index}",
+                event_id=w.event_id,
                 entity=f"stream:{w.stream_id}",
                 score=w.anomaly_score,
                 threshold=conf.anomaly_threshold,
@@ -151,14 +173,53 @@ class AnalyzeAudio:
         )
         self.metrics.alerts.labels(STEP, finding.kind).inc()
 
+    def follow_assignment(self) -> list[str]:
+        """Forget the streams of partitions no longer held or newly assigned; on any change
+        count every stream's silence afresh (the worker did not read while rebalancing).
+        Call with ``self.lock`` held; returns the streams forgotten."""
+        if self.assigned is None:
+            return []
+        held = self.assigned()
+        if held == self.held:
+            return []
+        before, self.held = self.held, held
+        fresh = held - before if before is not None else frozenset()
+        drop = [sid for sid, p in self.partition_of.items() if p not in held or p in fresh]
+        evicted = self._evict(drop)
+        self.analyzer.restart_stall_clocks(time.monotonic())
+        log.info(
+            "%s: input partitions now %s (were %s); forgot %d streams",
+            STEP,
+            sorted(held),
+            sorted(before) if before is not None else "unknown",
+            len(evicted),
+        )
+        return evicted
+
+    def forget_unheld(self, partitions: set[int]) -> list[str]:
+        """Forget streams of ``partitions`` not held (records fetched before a revocation)."""
+        if self.held is None or partitions <= self.held:
+            return []
+        gone = partitions - self.held
+        return self._evict([sid for sid, p in self.partition_of.items() if p in gone])
+
+    def _evict(self, ids: list[str]) -> list[str]:
+        for sid in ids:
+            del self.partition_of[sid]
+        evicted = self.analyzer.evict(ids)
+        self.evicted.labels(STEP).inc(len(evicted))
+        return evicted
+
     async def check_stalled(self, outputs: Outputs | None = None) -> None:
         """Alert on streams without chunks for ``dead_after_s`` (run by a timer).
 
-        The worker's timer passes its own ``outputs``: waiting for delivery here must not
-        take the records of a batch in flight out of that batch's own delivery check.
+        Streams whose partition moved away are forgotten first, so they raise nothing. The
+        worker's timer passes its own ``outputs``: waiting for delivery here must not take
+        the records of a batch in flight out of that batch's own delivery check.
         """
         loop = asyncio.get_running_loop()
         async with self.lock:
+            self.follow_assignment()
             findings = await loop.run_in_executor(
                 self.executor, self.analyzer.check_stalled, time.monotonic()
             )

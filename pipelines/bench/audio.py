@@ -43,6 +43,7 @@ from pipelines.bench.reader import PredictionReader
 from pipelines.bench.report import detail_lines, table_lines
 from pipelines.bench.worker_process import WorkerProcess
 from pipelines.settings import Settings
+from processors.audio.stream_state import segment_id
 
 __all__ = ["format_report", "run_bench"]
 
@@ -85,11 +86,14 @@ def _windows(settings: Settings, chunks: int) -> int:
 
 
 def _capacity(
-    settings: Settings, streams: list[AudioStream]
+    settings: Settings, streams: list[AudioStream], session: int
 ) -> tuple[WorkerProcess, PredictionReader, dict[str, Any]]:
-    """Start a worker on pre-loaded streams; measure audio seconds per wall and CPU second."""
+    """Start a worker on pre-loaded streams (published under ``session``); measure audio
+    seconds per wall and CPU second."""
     expected = [
-        f"{s.stream_id}:{i}" for s in streams for i in range(_windows(settings, len(s.chunks)))
+        f"{segment_id(s.stream_id, session)}:{i}"
+        for s in streams
+        for i in range(_windows(settings, len(s.chunks)))
     ]
     worker = WorkerProcess(settings, "audio")
     reader = PredictionReader(settings, settings.topics.predictions)
@@ -140,7 +144,7 @@ def _latency(
     for sid, count in counts.items():
         for i in range(count):
             seq = -(-(i * hop + window) // chunk) - 1  # the chunk that completed window i
-            latencies.append(stamps[f"{sid}:{i}"] - sent[(sid, seq)])
+            latencies.append(stamps[f"{segment_id(sid, report.session)}:{i}"] - sent[(sid, seq)])
             if i >= WARMUP_WINDOWS:
                 steady.append(latencies[-1])
     values = np.array(latencies, dtype=np.float64)
@@ -182,10 +186,10 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
         create_run_topics(main)
         create_run_topics(unbatched)
         load = _streams(media, "pre", streams, seconds)
-        publish_audio(main, load, chunk_ms=CHUNK_MS, realtime=False)
-        publish_audio(unbatched, load[:few], chunk_ms=CHUNK_MS, realtime=False)
+        main_run = publish_audio(main, load, chunk_ms=CHUNK_MS, realtime=False)
+        flat_run = publish_audio(unbatched, load[:few], chunk_ms=CHUNK_MS, realtime=False)
         say(f"pre-loaded {sum(len(s.chunks) for s in load):,} chunks")
-        worker, reader, batched = _capacity(main, load)
+        worker, reader, batched = _capacity(main, load, main_run.session)
         try:
             say(f"batched: {batched['streams_per_core']:.0f} streams per core")
             live = _streams(media, "live", streams, seconds)
@@ -196,7 +200,7 @@ def run_bench(settings: Settings, streams: int = 100, seconds: float = 30.0) -> 
             worker.stop()
         batched["peak_rss_mib"] = worker.peak_rss / MIB
         say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
-        worker2, reader2, flat_result = _capacity(unbatched, load[:few])
+        worker2, reader2, flat_result = _capacity(unbatched, load[:few], flat_run.session)
         reader2.close()
         worker2.stop()
         say(f"unbatched: {flat_result['streams_per_core']:.0f} streams per core")

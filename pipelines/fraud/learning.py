@@ -3,12 +3,17 @@
 ``learn-fraud`` consumes ``fraud-training`` (one partition, so one worker in the group owns
 it, whichever it is) and learns each labelled example once, in order (a batch at a time,
 ``OnlineFraudLearner.learn_prequential``: one SGD step per example). After each batch
-it publishes a snapshot (the River model and the offset of the last example it covers) to the
-compacted ``fraud-learner`` topic, and only then is the batch acked. A restarted learner loads
-the newest snapshot and skips examples the snapshot already covers, so the learned count is
-exactly the number of examples delivered, with no double learning and no loss. The checkpoint
-also carries the live evaluation's state (:mod:`pipelines.fraud.quality`): the scoring
-policies (champion and challenger), the closed event days and the drift detectors.
+it publishes a snapshot (the River model's state as data, :meth:`OnlineFraudLearner.to_bytes`,
+and the offset of the last example it covers) to the compacted ``fraud-learner`` topic, and
+only then is the batch acked. A refused delivery is sent again (:class:`CheckpointRetry`) while
+the learner keeps what it learned; if every try is refused the worker stops
+(:class:`~pipelines.runtime.policies.StopWorker`) with the batch unacked, never dead-lettered.
+A restarted learner loads the newest snapshot and skips examples the snapshot already covers,
+so the learned count is exactly the number of examples delivered, with no double learning and
+no loss. A pickled checkpoint of an earlier release is refused unread: the learner then starts
+from an empty model. The checkpoint also carries the live evaluation's state
+(:mod:`pipelines.fraud.quality`): the scoring policies (champion and challenger), the closed
+event days and the drift detectors.
 
 Every worker runs a :class:`SnapshotFollower` (a plain consumer outside the group) that keeps
 a :class:`LearnerReplica` current; scorers read the replica and never mutate it.
@@ -22,6 +27,7 @@ import math
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -29,12 +35,12 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from models.fraud_learner import OnlineFraudLearner, SnapshotError
+from models.fraud_learner import OnlineFraudLearner, PickledSnapshotError, SnapshotError
 from pipelines.fraud.quality import QualityMonitor
 from pipelines.kafka.compacted import follow_latest, latest_value
 from pipelines.runtime.metrics import StepMetrics
-from pipelines.runtime.outputs import Outputs
-from pipelines.runtime.policies import FailurePolicies
+from pipelines.runtime.outputs import DeliveryError, Outputs
+from pipelines.runtime.policies import FailurePolicies, StopWorker
 from pipelines.runtime.steps import DeadLetterSink
 from pipelines.settings import Settings
 from processors.fraud.explain import LearnerStats
@@ -44,6 +50,7 @@ from processors.fraud.wire import decode_rows
 __all__ = [
     "LEARN_STEP",
     "SNAPSHOT_KEY",
+    "CheckpointRetry",
     "LearnFraud",
     "LearnerReplica",
     "SnapshotFollower",
@@ -101,7 +108,7 @@ def decode_snapshot(raw: bytes) -> tuple[OnlineFraudLearner, int]:
 
 
 def checkpoint_learned(raw: bytes) -> int:
-    """The learned count of a checkpoint, read from its headers without unpickling."""
+    """The learned count of a checkpoint, read from its headers without decoding the model."""
     return OnlineFraudLearner.snapshot_learned(_split(raw)[2])
 
 
@@ -175,6 +182,26 @@ class SnapshotFollower:
             log.warning("ignored a bad learner snapshot: %s", exc)
 
 
+@dataclass(frozen=True)
+class CheckpointRetry:
+    """How often a refused checkpoint delivery is tried again: ``tries`` in all, waiting
+    ``first_s`` after the first refusal, twice as long after each next, at most ``max_s``."""
+
+    tries: int = 5
+    first_s: float = 0.2
+    max_s: float = 5.0
+
+    def waits(self) -> list[float]:
+        """The waits between tries (one fewer than the tries).
+
+        >>> CheckpointRetry().waits()
+        [0.2, 0.4, 0.8, 1.6]
+        >>> CheckpointRetry(tries=4, first_s=3.0).waits()
+        [3.0, 5.0, 5.0]
+        """
+        return [min(self.first_s * 2**i, self.max_s) for i in range(max(self.tries - 1, 0))]
+
+
 class LearnFraud:
     """Stage ``learn-fraud``: learn each example once, checkpoint, then ack."""
 
@@ -188,12 +215,16 @@ class LearnFraud:
         snapshot_topic: str,
         load_latest: Callable[[], Awaitable[bytes | None]],
         executor: Executor | None = None,
+        retry: CheckpointRetry | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.outputs = outputs
         self.metrics = metrics
         self.snapshot_topic = snapshot_topic
         self.load_latest = load_latest
         self.executor = executor
+        self.retry = retry or CheckpointRetry()
+        self.sleep = sleep
         self.dead = DeadLetterSink(outputs, settings.topics.dead_letters, metrics)
         self.failures = FailurePolicies(settings.policies, self.dead)
         self.learner: OnlineFraudLearner | None = None
@@ -206,7 +237,13 @@ class LearnFraud:
             self.covered = -1
             self.monitor.restore(None)
             return OnlineFraudLearner()
-        learner, self.covered, meta = decode_checkpoint(raw)
+        try:
+            learner, self.covered, meta = decode_checkpoint(raw)
+        except PickledSnapshotError as exc:  # an earlier release's pickle: never unpickled
+            log.warning("learner checkpoint not loaded: %s", exc)
+            self.covered = -1  # a fresh model has learned nothing: it learns all it reads
+            self.monitor.restore(None)
+            return OnlineFraudLearner()
         self.monitor.restore(meta)
         log.info("learner restored: %s, covers training offset %d", learner.version, self.covered)
         return learner
@@ -215,6 +252,7 @@ class LearnFraud:
         learner = self.learner or await self._restore()
         self.learner = None  # until this batch is checkpointed, memory may run ahead of it
         todo: list[list[Any]] = []
+        malformed: list[tuple[Any, str]] = []
         covered = self.covered
         for event in events:
             offset = event.message.offset
@@ -223,7 +261,7 @@ class LearnFraud:
             try:
                 todo.extend(decode_rows(event.message.value, "examples"))
             except ValueError as exc:
-                await self.dead.send(event, LEARN_STEP, "invalid_internal", str(exc))
+                malformed.append((event, str(exc)))
             covered = max(covered, offset)
 
         monitor, now = self.monitor, monotonic()
@@ -239,11 +277,46 @@ class LearnFraud:
         if covered > self.covered:
             loop = asyncio.get_running_loop()
             snapshot, records = await loop.run_in_executor(self.executor, learn)
-            await self.outputs.send(self.snapshot_topic, SNAPSHOT_KEY, snapshot, 0)
-            for topic, key, value in records:  # metrics, drifts, promotions of this batch
-                await self.outputs.send(topic, key, value)
-            await self.outputs.delivered()
+            await self._checkpoint(malformed, snapshot, records)
             self.covered = covered
         self.learner = learner
         self.metrics.learned.labels(LEARN_STEP).set(learner.learned)
         self.metrics.events.labels(LEARN_STEP, "ok").inc(len(todo))
+
+    async def _checkpoint(
+        self,
+        malformed: Sequence[tuple[Any, str]],
+        snapshot: bytes,
+        records: Sequence[tuple[str, bytes, bytes]],
+    ) -> None:
+        """Send the batch's dead letters, checkpoint and metric records, and wait until the
+        broker has them; a refused delivery sends them all again, up to ``retry.tries`` times.
+
+        The learner keeps what it learned meanwhile. If every try is refused this raises
+        :class:`StopWorker`: the batch is not acked (nor dead-lettered: its labels would never
+        be learned) and is read again after a restart, from the checkpoint before it.
+        """
+        waits = self.retry.waits()
+        for attempt in range(self.retry.tries):
+            for event, detail in malformed:
+                await self.dead.send(event, LEARN_STEP, "invalid_internal", detail)
+            await self.outputs.send(self.snapshot_topic, SNAPSHOT_KEY, snapshot, 0)
+            for topic, key, value in records:  # metrics, drifts, promotions of this batch
+                await self.outputs.send(topic, key, value)
+            try:
+                await self.outputs.delivered()
+                return
+            except DeliveryError as exc:
+                if attempt == len(waits):
+                    raise StopWorker(
+                        f"{LEARN_STEP}: checkpoint refused {self.retry.tries} times ({exc})"
+                    ) from exc
+                log.warning(
+                    "[%s] checkpoint refused (%s); try %d of %d in %g s",
+                    LEARN_STEP,
+                    exc,
+                    attempt + 2,
+                    self.retry.tries,
+                    waits[attempt],
+                )
+                await self.sleep(waits[attempt])

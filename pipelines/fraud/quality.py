@@ -12,17 +12,17 @@ thread:
 * every ``QUALITY_INTERVAL_S`` it reports the rolling window.
 
 Reports go to ``model-metrics`` and to Prometheus (``streamwise_model_quality``); drifts and
-promotions to ``alerts``. The scoring policies, the detectors and the closed days travel in
-the learner checkpoint (:meth:`QualityMonitor.to_meta`), so a promotion survives a restart
-and every scorer (following the checkpoints) serves with the new champion.
+promotions to ``alerts``. The scoring policies and the closed days travel in the learner
+checkpoint (:meth:`QualityMonitor.to_meta`), so a promotion survives a restart and every
+scorer (following the checkpoints) serves with the new champion; the drift detectors start
+afresh after a restart (their River state has no data-only form, and checkpoints are never
+unpickled).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
-import pickle
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -238,7 +238,7 @@ class QualityMonitor:
         )
 
     def to_meta(self) -> dict[str, Any]:
-        """What the learner checkpoint carries: policies, closed days, the detectors."""
+        """What the learner checkpoint carries: policies and closed days (data only)."""
         q = self.quality
         seen = q.watermark if q.watermark > -(2**61) else None
         return {
@@ -246,7 +246,6 @@ class QualityMonitor:
             "base": self.base.to_dict(),
             "closed_through": q.closed_through,
             "watermark": seen,
-            "drift": base64.b64encode(pickle.dumps(self.drift)).decode(),
         }
 
     def restore(self, meta: dict[str, Any] | None) -> None:
@@ -269,6 +268,5 @@ class QualityMonitor:
         else:  # the operator changed SCORING or CHALLENGER: the settings win
             log.warning("scoring settings changed since the checkpoint; promotions reset")
         self.quality.restore(meta.get("closed_through"), meta.get("watermark"))
-        drift = pickle.loads(base64.b64decode(meta["drift"]))  # trusted: our own checkpoint
-        if isinstance(drift, DriftWatch) and drift.config == self.drift_config:
-            self.drift = drift
+        # The drift detectors start afresh: their state (River's ADWIN buckets) was a pickle,
+        # and nothing read from a topic is unpickled. An older checkpoint's "drift" is ignored.

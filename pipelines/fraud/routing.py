@@ -55,11 +55,19 @@ class _Forwarder:
     async def handle(self, events: Sequence[Any]) -> None:
         raise NotImplementedError
 
-    async def forward(self, field: str, rows: list[tuple[int, list[Any]]]) -> None:
-        """Send ``(entity, row)`` pairs, one record per partition of the entity."""
-        for partition, part in group_by_partition(rows, self.out_partitions).items():
-            for record in encode_chunks(field, part):
-                await self.outputs.send(self.out_topic, None, record, partition)
+    async def forward(self, field: str, rows: list[tuple[int, list[Any], Any]]) -> None:
+        """Send ``(entity, row, event)`` triples, one record per partition of the entity (and,
+        under ``exactly_once``, per input partition: each goes in its input's transaction)."""
+        sources: dict[int, tuple[Any, list[tuple[int, list[Any]]]]] = {}
+        if self.outputs.by_source:
+            for entity, row, event in rows:
+                sources.setdefault(event.message.partition, (event, []))[1].append((entity, row))
+        else:
+            sources[0] = (None, [(entity, row) for entity, row, _ in rows])
+        for source, part_rows in sources.values():
+            for partition, part in group_by_partition(part_rows, self.out_partitions).items():
+                for record in encode_chunks(field, part):
+                    await self.outputs.send(self.out_topic, None, record, partition, source)
 
 
 class CustomerFeatures(_Forwarder):
@@ -89,7 +97,7 @@ class CustomerFeatures(_Forwarder):
             await self.dead.send(event, CUSTOMER_STEP, why.reason, why.detail)
         windows: dict[int, CustomerWindow] = {}
         owner: dict[int, Any] = {}
-        rows: list[tuple[int, list[Any]]] = []
+        rows: list[tuple[int, list[Any], Any]] = []
         late: Counter[str] = Counter()  # late payments by what their policy did
         for event, (tx_id, t_ms, customer_id, terminal_id, amount) in valid:
             window = windows.get(customer_id)
@@ -104,7 +112,7 @@ class CustomerFeatures(_Forwarder):
             weekend, night = transaction_flags(t_ms)
             raw = event.message.value.decode()
             row = [tx_id, t_ms, customer_id, terminal_id, amount, weekend, night]
-            rows.append((terminal_id, [*row, *customer, raw]))
+            rows.append((terminal_id, [*row, *customer, raw], event))
         for customer_id, window in windows.items():  # changelog partition = the input's
             save(self.state, customer_id, window, owner[customer_id])
         await self.forward("rows", rows)
@@ -128,7 +136,7 @@ class RouteLabels(_Forwarder):
         )
         for event, why in rejected:
             await self.dead.send(event, LABEL_STEP, why.reason, why.detail)
-        rows = [(label[1], list(label)) for _, label in valid]
+        rows = [(label[1], list(label), event) for event, label in valid]
         await self.forward("labels", rows)
         self.metrics.events.labels(LABEL_STEP, "ok").inc(len(valid))
         self.metrics.events.labels(LABEL_STEP, "dead_letter").inc(len(rejected))

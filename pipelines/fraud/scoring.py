@@ -149,8 +149,8 @@ class ScoreTransactions:
         def pending(terminal: int, event: Any) -> PendingFeatures:
             return terminal_state(terminal, event).pending
 
-        examples: list[list[Any]] = []
-        joined_early: list[tuple[int, int, bool]] = []  # (terminal, tx, is_fraud)
+        examples: list[tuple[Any, list[Any]]] = []  # (event it came from, example)
+        joined_early: list[tuple[int, int, bool, Any]] = []  # (terminal, tx, is_fraud, event)
         statuses: Counter[str] = Counter()  # labels by status, counted once a batch
         scored: list[tuple[Any, list[Any], list[float]]] = []
         newest: dict[int, int] = {}  # newest payment time per terminal in this batch
@@ -171,7 +171,7 @@ class ScoreTransactions:
                     if status == "applied":  # with what was served, for the live evaluation
                         example = self._example(pending(terminal, event), tx_id, bool(is_fraud))
                         if example is not None:
-                            examples.append(example)
+                            examples.append((event, example))
                 continue
             for row in rows:
                 tx_id, t_ms, _customer, terminal, amount = row[:5]
@@ -185,15 +185,15 @@ class ScoreTransactions:
                 features = feature_row(amount, t_ms, row[7:13], by_terminal)
                 pending(terminal, event).add(tx_id, t_ms, features)
                 if early is not None:  # its label came first: joined once it is scored
-                    joined_early.append((terminal, tx_id, early))
+                    joined_early.append((terminal, tx_id, early, event))
                 newest[terminal] = max(t_ms, newest.get(terminal, t_ms))
                 scored.append((event, row, features))
         if scored:  # before the state is written: the served scores go into pending entries
             await self._score_and_emit(scored, states)
-        for terminal, tx_id, is_fraud in joined_early:
+        for terminal, tx_id, is_fraud, event in joined_early:
             example = self._example(states[terminal].pending, tx_id, is_fraud)
             if example is not None:
-                examples.append(example)
+                examples.append((event, example))
         for terminal, state in states.items():  # changelog partition = the input's
             if terminal in newest:  # once per terminal and batch, not per payment
                 state.pending.expire(newest[terminal], self.pending_ttl_ms)
@@ -204,8 +204,7 @@ class ScoreTransactions:
                 put(self.pending, tx_id, packed, event)
             for tx_id in removed:
                 drop(self.pending, tx_id, event)
-        for record in encode_chunks("examples", examples):
-            await self.outputs.send(self.topics["training"], None, record, 0)
+        await self._send_examples(examples)
         m = self.metrics
         for label_status, count in statuses.items():
             m.labels.labels(STEP, label_status).inc(count)
@@ -213,6 +212,19 @@ class ScoreTransactions:
         m.events.labels(STEP, "ok").inc(len(scored))
         m.batch_size.labels(STEP).observe(len(events))
         m.batch_seconds.labels(STEP).observe(perf_counter() - started)
+
+    async def _send_examples(self, examples: list[tuple[Any, list[Any]]]) -> None:
+        """The batch's labelled examples to the learner, in chunks (under ``exactly_once`` a
+        chunk per input partition: each goes in its input's transaction)."""
+        sources: dict[int, tuple[Any, list[list[Any]]]] = {}
+        if self.outputs.by_source:
+            for event, example in examples:
+                sources.setdefault(event.message.partition, (event, []))[1].append(example)
+        else:
+            sources[0] = (None, [example for _, example in examples])
+        for source, part in sources.values():
+            for record in encode_chunks("examples", part):
+                await self.outputs.send(self.topics["training"], None, record, 0, source)
 
     @staticmethod
     def _example(pending: PendingFeatures, tx_id: int, is_fraud: bool) -> list[Any] | None:
@@ -282,7 +294,7 @@ class ScoreTransactions:
         topics = self.settings.topics
         threshold = conf.alert_threshold
         send = self.outputs.send
-        for i, ((_, row, _), score, s_onnx, s_river) in enumerate(
+        for i, ((event, row, _), score, s_onnx, s_river) in enumerate(
             zip(scored, scores.tolist(), onnx.tolist(), river.tolist(), strict=True)
         ):
             tx_id, t_ms, customer, terminal = row[:4]
@@ -296,7 +308,7 @@ class ScoreTransactions:
                 named["score_challenger"] = r_shadow[i]
             fields = (PIPELINE, str(tx_id), entity, r_score[i], threshold, versions)
             value = orjson.dumps(prediction_dict(*fields, named, format_epoch_ms(t_ms), emitted))
-            await send(topics.predictions, key, value)
+            await send(topics.predictions, key, value, None, event)
             if score >= threshold:
                 event_time = _EPOCH + timedelta(milliseconds=t_ms)
                 prediction = Prediction(*fields, event_time, now, named)
@@ -307,7 +319,7 @@ class ScoreTransactions:
                     *top_reasons(named, stats),
                 ]
                 alert = Alert.about(prediction, ALERT_KIND, reasons)
-                await send(topics.alerts, key, encode(alert))
+                await send(topics.alerts, key, encode(alert), None, event)
                 self.metrics.alerts.labels(STEP, ALERT_KIND).inc()
         newest = _EPOCH + timedelta(milliseconds=max(row[1] for _, row, _ in scored))
         self.metrics.event_time_lag.labels(STEP).set((now - newest).total_seconds())

@@ -38,7 +38,9 @@ def _credentials(settings: Settings) -> Any:
 def create_app(settings: Settings, pipeline: str) -> faust.App:
     """A Faust app for ``pipeline`` with RocksDB state, metrics and health pages.
 
-    The app's metrics live in ``app.streamwise_metrics`` (a :class:`StepMetrics`).
+    The app's metrics live in ``app.streamwise_metrics`` (a :class:`StepMetrics`); under
+    ``exactly_once`` its transactions in ``app.streamwise_transactions`` (a
+    :class:`~pipelines.runtime.transactions.Transactions`).
     """
     # One folder per app id: table files are named by table and partition only, so two apps
     # (prefixes) sharing a folder would read each other's state.
@@ -79,11 +81,16 @@ def create_app(settings: Settings, pipeline: str) -> faust.App:
         broker_heartbeat_interval=settings.worker.session_timeout_s / 5,
         stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
     )
+    compat.mark_worker(app)  # before anything reads app.in_transaction
     # Table writes queue their changelog records in the producer's buffer; let one whole
     # micro-batch fit before Faust pauses the stream to drain it.
     compat.set_producer_buffer(app, max(100, settings.worker.batch_size * 4))
     metrics = StepMetrics()
     app.streamwise_metrics = metrics  # type: ignore[attr-defined]
+    if settings.processing_guarantee == "exactly_once":
+        from pipelines.runtime.transactions import Transactions
+
+        app.streamwise_transactions = Transactions(app, settings)  # type: ignore[attr-defined]
 
     @app.page("/metrics")
     class Metrics(View):

@@ -10,7 +10,6 @@ tests/integration/test_runtime_contracts.py checks the hooks against a real brok
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, MutableSet
@@ -44,17 +43,17 @@ __all__ = [
     "buffered_partitions",
     "check_consumer",
     "check_versions",
-    "claim_commit",
     "group_committed",
     "installed_version",
+    "mark_worker",
     "message_maker",
     "paused_partitions",
     "read_offsets",
-    "release_commit",
-    "running_commit",
     "set_producer_buffer",
+    "stable_highwaters",
     "store_db",
     "store_key_encoder",
+    "take_over_transactions",
     "unacked_messages",
     "unbind_event",
     "wrap_fetch",
@@ -264,26 +263,61 @@ async def group_committed(consumer: AIOKafkaDriverConsumer, tp: TP) -> int | Non
     return None if offset is None or offset < 0 else int(offset)
 
 
-# -- the commit slot (faust.transport.consumer.Consumer.commit) -------------------------------
-# ``Consumer.commit`` lets one commit run at a time: it waits for ``_commit_fut`` and then
-# skips. A commit barrier holds that slot for the span of a batch; Faust offers no public way
-# to hold its periodic commit back. Checked on faust-streaming 0.15.3.
+# -- Faust's transaction manager (faust.transport.consumer.TransactionManager) --------------
+# Under ``exactly_once`` Faust's TransactionManager starts a transactional producer per topic
+# *group* and partition on every rebalance and commits all their transactions whenever its
+# periodic commit fires; its ``send`` picks the producer of a record's destination partition
+# (none for a sink: faust #177). The runtime keeps Faust's transactional mode for reading
+# (``read_committed``, recovery past commit markers) and runs the transactions itself,
+# per stage and input partition (:mod:`pipelines.runtime.transactions`). Checked on
+# faust-streaming 0.15.3.
 
 
-def running_commit(consumer: FaustConsumer) -> asyncio.Future[Any] | None:
-    """The future of the commit in progress (or a held slot), else ``None``."""
-    return consumer._commit_fut
+def mark_worker(app: AppT) -> None:
+    """Tell ``app`` it runs in a worker before anything reads ``app.in_transaction``.
+
+    ``faust.Worker`` sets ``app.in_worker`` when it is made, but ``App.in_transaction``
+    (``in_worker`` and ``exactly_once``) is a cached property, and the consumer copies it when
+    it is made, which a pipeline's ``build`` does before the worker exists: without this the
+    app ran ``exactly_once`` with no transactions at all (a plain consumer, plain commits)."""
+    app.in_worker = True
 
 
-def claim_commit(consumer: FaustConsumer, held: asyncio.Future[Any]) -> None:
-    """Take the commit slot: commits started meanwhile wait for ``held`` and skip."""
-    consumer._commit_fut = held
+def stable_highwaters(consumer: Any) -> None:
+    """Make the highwaters Faust's table recovery reads under ``exactly_once`` the partitions'
+    last stable offsets as the broker reports them.
+
+    ``Consumer._highwaters`` (in Faust's consumer thread) returns aiokafka's
+    ``last_stable_offset(tp)``, which aiokafka only knows after a fetch of that partition: at
+    the start of a recovery it is ``None``, Faust reads the highwater as -1, takes every
+    changelog for empty and recovers nothing (state written since the last write-back to
+    RocksDB was lost after a restart). ``end_offsets`` asks the broker (``ListOffsets`` with
+    the consumer's ``read_committed`` isolation: the last stable offset)."""
+    thread = consumer._thread
+
+    async def highwaters(partitions: Any) -> Any:
+        return await thread._ensure_consumer().end_offsets(list(partitions))
+
+    thread._highwaters = highwaters
 
 
-def release_commit(consumer: FaustConsumer, held: asyncio.Future[Any]) -> None:
-    """Free the slot if ``held`` still has it (the caller then finishes ``held``)."""
-    if consumer._commit_fut is held:
-        consumer._commit_fut = None
+def take_over_transactions(consumer: Any) -> None:
+    """Keep Faust's transaction manager from starting producers and committing transactions.
+
+    ``TransactionManager.on_rebalance`` would start its producers (unused here) and
+    ``Consumer._commit_offsets`` calls ``transactions.commit``, then notes the offsets as
+    committed when it returns true: every batch committed its own transactions with its
+    offsets already, so Faust's commit only takes note."""
+
+    async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        return None
+
+    async def commit(offsets: Any, start_new_transaction: bool = True) -> bool:
+        return True
+
+    transactions: Any = consumer.transactions
+    transactions.on_rebalance = on_rebalance
+    transactions.commit = commit
 
 
 # -- the aiokafka producer (faust.transport.drivers.aiokafka.Producer) ------------------------

@@ -38,7 +38,6 @@ from faust.types.enums import ProcessingGuarantee
 
 from pipelines.runtime import compat
 from pipelines.runtime.offsets import (
-    CommitBarrier,
     Committed,
     OffsetWatch,
     RecoveredEvent,
@@ -46,7 +45,9 @@ from pipelines.runtime.offsets import (
     faust_committed,
     file_gap,
 )
-from pipelines.runtime.steps import Handover
+from pipelines.runtime.policies import StopWorker
+from pipelines.runtime.steps import Handover, Stop
+from pipelines.runtime.transactions import Transactions
 
 __all__ = ["BulkEvent", "BulkIngress", "BulkSource", "bulk_agent", "bulk_run"]
 
@@ -191,26 +192,38 @@ async def bulk_run(
     """Cut batches of at most ``max_`` events from ``source`` (waiting at most ``within`` s
     for a full one) and hand each to ``start``; a batch is acked once its outputs were
     acknowledged. With ``depth`` 2 the next batch is computed while the broker acknowledges
-    the previous one; ``depth`` 1 (for ``exactly_once``) also keeps Faust's commits out of a
-    batch in flight (:class:`~pipelines.runtime.offsets.CommitBarrier`), as a commit ends the Kafka
-    transaction the batch's outputs are in. ``committed`` gives the group's committed offset
-    of a partition, where a partition newly assigned starts
-    (:class:`~pipelines.runtime.offsets.OffsetWatch`)."""
+    the previous one; ``depth`` 1 (for ``exactly_once``, where a batch's transactions commit
+    before the next one sends) waits for each. If the outputs of a batch were refused and its
+    policy rolled the step's state back, a later batch in flight (built on that state) is
+    handled again. ``committed`` gives the group's committed offset of a partition, where a
+    partition newly assigned starts (:class:`~pipelines.runtime.offsets.OffsetWatch`)."""
     consumer: Any = app.consumer
     flow = app.flow_control
-    barrier = CommitBarrier(consumer, float(app.conf.broker_commit_interval))
-    watch = OffsetWatch(refetch, committed)
+    # Under exactly_once, offsets jump at every commit marker (see OffsetWatch.read_jumps).
+    watch = OffsetWatch(refetch, committed, read_jumps=depth > 1)
     source.want = max_
     in_flight: deque[Handover] = deque()
 
     async def finish_oldest() -> None:
-        handover = in_flight.popleft()
-        await handover.confirmed()  # raises if even dead letters were refused: no ack
+        handover = in_flight[0]
+        await asyncio.wait([handover.delivery])
+        if handover.delivery.exception() is not None:  # let later ones settle first
+            later = [h.delivery for h in list(in_flight)[1:]]
+            if later:
+                await asyncio.wait(later)
+        in_flight.popleft()
+        delivered = await handover.confirmed()  # raises if even dead letters were refused
         watch.done(handover.events)
         ack = consumer.ack
         for event in handover.events:
             if not isinstance(event, RecoveredEvent):
                 ack(event.message)
+        if not delivered and handover.rolled_back and in_flight:
+            redo = [list(h.events) for h in in_flight]
+            in_flight.clear()
+            log.warning("%d later batch(es) built on a refused one handled again", len(redo))
+            for events in redo:
+                in_flight.append(await start(events))
 
     while True:
         if not source.arrived.is_set():
@@ -254,13 +267,9 @@ async def bulk_run(
             continue
         while len(in_flight) >= depth:
             await finish_oldest()
-        if depth > 1:
-            in_flight.append(await start(events))
-            continue
-        async with barrier.holding():
-            in_flight.append(await start(events))
+        in_flight.append(await start(events))
+        if depth == 1:
             await finish_oldest()
-        await barrier.commit_if_due()
 
 
 def bulk_agent(
@@ -272,15 +281,21 @@ def bulk_agent(
     most: int,
     within: float,
     refetch: Refetch,
+    on_stop: Stop | None = None,
 ) -> Any:
     """Declare agent ``name`` on ``channel`` (so Faust subscribes to it, assigns its partitions
     and co-locates the agent's tables) whose records come from ``ingress``, not its stream.
 
     Batches hold at most ``most`` records and wait at most ``within`` s; the source pauses
     its partitions beyond ``4 * most`` records. Under ``exactly_once`` one batch is in flight
-    at a time, else two (see :func:`bulk_run`).
+    at a time, else two (see :func:`bulk_run`). If the loop fails (a :class:`StopWorker`, or
+    any error of its own) it goes to ``on_stop``, which stops the worker: raised into Faust,
+    the agent would be restarted and, in faust-streaming 0.15.3, never stopped again.
     """
     source = ingress.source(channel.topics, limit=4 * most)
+    transactions = Transactions.of(app)
+    if transactions is not None:
+        transactions.register(name, channel.topics)
     conf: Any = app.conf
     depth = 1 if conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE else 2
 
@@ -289,6 +304,29 @@ def bulk_agent(
         # iterator); nothing is read from it.
         aiter(stream.channel)
         committed = faust_committed(app)  # where a partition taken over starts
-        await bulk_run(app, source, start, most, within, refetch, depth, committed)
+        if transactions is not None:
+            committed = _claiming(transactions, committed)
+        try:
+            await bulk_run(app, source, start, most, within, refetch, depth, committed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if on_stop is None:
+                raise
+            reason = exc if isinstance(exc, StopWorker) else StopWorker(f"{name}: {exc!r}")
+            if reason is not exc:
+                log.error("[%s] the ingestion loop failed", name, exc_info=exc)
+            await on_stop(reason)
 
     return app.agent(channel, name=name)(agent)
+
+
+def _claiming(transactions: Transactions, committed: Committed) -> Committed:
+    """``committed``, after this worker's producer of the partition fenced its previous owner
+    (whose open transaction, with its offsets, ends first: the offset read is final)."""
+
+    async def claimed(tp: Any) -> int | None:
+        await transactions.claim(tp)
+        return await committed(tp)
+
+    return claimed

@@ -1,15 +1,11 @@
-"""Which offsets of a partition a worker has handled: admission, read-back, commits.
+"""Which offsets of a partition a worker has handled: admission and read-back.
 
 :class:`OffsetWatch` admits each record once (a repeat after a seek is skipped, a stretch a
-seek jumped over is read back first), :func:`kafka_refetch` reads such a stretch,
-:func:`faust_committed` asks the group's committed offset and :class:`CommitBarrier` keeps
-Faust's periodic commit out of a batch in flight. The ingestion path
+seek jumped over is read back first), :func:`kafka_refetch` reads such a stretch and
+:func:`faust_committed` asks the group's committed offset. The ingestion path
 (:mod:`pipelines.runtime.ingress`) uses them; what they need of Faust's consumer goes through
-:mod:`pipelines.runtime.compat`.
-
-:class:`CommitBarrier` commits at batch boundaries instead. Under ``exactly_once`` a commit
-ends the Kafka transactions; one that fell in the middle of a batch would commit half of the
-batch's outputs with none of its offsets, and a crash then would repeat them.
+:mod:`pipelines.runtime.compat`. (Under ``exactly_once`` offsets are committed in each
+batch's transactions: :mod:`pipelines.runtime.transactions`.)
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +21,14 @@ import faust
 from faust.types import TP
 
 from pipelines.runtime import compat
+from pipelines.runtime.policies import StopWorker
 from pipelines.settings import Settings
 
 __all__ = [
-    "CommitBarrier",
     "OffsetWatch",
     "RecoveredEvent",
     "RecoveredMessage",
+    "RefetchFailed",
     "faust_committed",
     "file_gap",
     "kafka_refetch",
@@ -62,6 +58,10 @@ class RecoveredEvent:
     offset as done already, see :class:`OffsetWatch`)."""
 
     message: RecoveredMessage
+
+
+class RefetchFailed(StopWorker):
+    """Records a partition skipped could not be read back: the worker must stop."""
 
 
 Refetch = Callable[[str, int, int, int], Awaitable[list[RecoveredMessage]]]
@@ -98,8 +98,21 @@ class OffsetWatch:
     ``committed``, after the records that came first).
     """
 
-    def __init__(self, refetch: Refetch, committed: Committed | None = None) -> None:
+    def __init__(
+        self,
+        refetch: Refetch,
+        committed: Committed | None = None,
+        attempts: int = 5,
+        retry_s: float = 1.0,
+        read_jumps: bool = True,
+    ) -> None:
         self.refetch = refetch
+        # Under exactly_once every transaction of an input leaves a commit marker, so offsets
+        # jump all the time: a jump within a generation is taken as markers (or aborted
+        # records) and bridged, not read back; the start of a generation is still checked.
+        self.read_jumps = read_jumps
+        self.attempts = attempts  # tries of one read-back before the worker stops
+        self.retry_s = retry_s  # the first pause between tries; doubled each time
         self.committed = committed
         self.start: dict[Any, int | None] = {}  # committed offsets, this generation
         self.last: dict[Any, int] = {}  # the stream's previous offset, this generation
@@ -158,11 +171,14 @@ class OffsetWatch:
             self._repeat(tp, offset)
             return None
         admitted = _ranges(self.admitted, tp)
+        if not first and not self.read_jumps and last is not None and offset > last + 1:
+            admitted.bridge(last, offset)  # markers: as if admitted, so ranges stay whole
+            return []
         admitted.add(offset)
         if last is None or offset <= last + 1:
             return []
         self.holes += 1
-        records = await self.refetch(tp.topic, tp.partition, last + 1, offset)
+        records = await self._read_back(tp, last + 1, offset)
         records = [r for r in records if not self._seen(tp, r.offset)]
         for r in records:
             admitted.add(r.offset)
@@ -182,6 +198,34 @@ class OffsetWatch:
             offset - 1,
         )
         return [RecoveredEvent(r) for r in records]
+
+    async def _read_back(self, tp: Any, start: int, end: int) -> list[RecoveredMessage]:
+        """``refetch`` ``[start, end)``, tried again after a failure (a broker that does not
+        answer); after :attr:`attempts` tries :class:`RefetchFailed`: the records cannot be
+        skipped, so the worker stops and reads them after a restart."""
+        pause = self.retry_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.refetch(tp.topic, tp.partition, start, end)
+            except Exception as exc:
+                if attempt == self.attempts:
+                    raise RefetchFailed(
+                        f"{tp}: could not read back offsets {start}..{end - 1} in"
+                        f" {attempt} tries ({type(exc).__name__}: {exc})"
+                    ) from exc
+                log.warning(
+                    "%s: reading back %d..%d failed (%r); try %d of %d in %g s",
+                    tp,
+                    start,
+                    end - 1,
+                    exc,
+                    attempt + 1,
+                    self.attempts,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _repeat(self, tp: Any, offset: int) -> None:
         self.repeats += 1
@@ -211,9 +255,25 @@ class OffsetWatch:
         return start is None or offset >= start
 
     def done(self, events: Sequence[Any]) -> None:
-        """Note a batch as handled (its outputs delivered)."""
+        """Note a batch as handled (its outputs delivered). Where this generation admitted
+        a partition's offsets as one range (bridged markers included), the batch's offsets
+        are noted as one range too, joined to the handled ones before it."""
+        by_tp: dict[Any, list[int]] = {}
         for event in events:
-            _ranges(self.handled, event.message.tp).add(event.message.offset)
+            by_tp.setdefault(event.message.tp, []).append(event.message.offset)
+        for tp, offsets in by_tp.items():
+            handled = _ranges(self.handled, tp)
+            admitted = self.admitted.get(tp)
+            lo, hi = min(offsets), max(offsets)
+            if admitted is None or not admitted.covers(lo, hi):
+                for offset in offsets:
+                    handled.add(offset)
+                continue
+            if handled.spans:
+                end = handled.spans[-1][1]
+                if end < lo and admitted.covers(end, lo):
+                    lo = end + 1
+            handled.add_span(lo, hi)
 
 
 def _ranges(by_tp: dict[Any, Ranges], tp: Any) -> Ranges:
@@ -233,14 +293,29 @@ class Ranges:
         # The newest range is the likeliest.
         return any(first <= offset <= last for first, last in reversed(self.spans))
 
-    def add(self, offset: int) -> None:
+    def covers(self, first: int, last: int) -> bool:
+        """Whether one range holds every offset from ``first`` to ``last``."""
+        return any(lo <= first and last <= hi for lo, hi in reversed(self.spans))
+
+    def bridge(self, last: int, offset: int) -> None:
+        """Add ``offset`` and the offsets between it and ``last`` (held already)."""
         spans = self.spans
-        if spans and spans[-1][1] + 1 == offset:  # the usual case: the next offset
+        if spans and spans[-1][0] <= last <= spans[-1][1] and spans[-1][1] < offset:
             spans[-1][1] = offset
+        else:
+            self.add_span(last + 1, offset)
+
+    def add_span(self, first: int, last: int) -> None:
+        """Add every offset from ``first`` to ``last``."""
+        spans = self.spans
+        if spans and spans[-1][0] <= first <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], last)
             return
-        if offset in self:
-            return
-        spans.append([offset, offset])
+        spans.append([first, last])
+        self._merge()
+
+    def _merge(self) -> None:
+        spans = self.spans
         spans.sort()
         merged = [spans[0]]
         for first, last in spans[1:]:
@@ -249,6 +324,16 @@ class Ranges:
             else:
                 merged.append([first, last])
         self.spans = merged
+
+    def add(self, offset: int) -> None:
+        spans = self.spans
+        if spans and spans[-1][1] + 1 == offset:  # the usual case: the next offset
+            spans[-1][1] = offset
+            return
+        if offset in self:
+            return
+        spans.append([offset, offset])
+        self._merge()
 
 
 def kafka_refetch(settings: Settings) -> Refetch:
@@ -311,36 +396,3 @@ async def file_gap(consumer: Any, recovered: Sequence[RecoveredEvent]) -> None:
     if recovered:
         first, last = recovered[0].message, recovered[-1].message
         await compat.add_gap(consumer, first.tp, first.offset, last.offset)
-
-
-class CommitBarrier:
-    """Holds Faust's consumer commits while a batch is handled; commits between batches.
-
-    Faust lets one commit run at a time: ``Consumer.commit`` waits for the one in progress
-    and then skips. Holding that slot (:func:`~pipelines.runtime.compat.claim_commit`) for the
-    span of a batch makes a periodic commit that fires meanwhile wait and skip;
-    :meth:`commit_if_due` then commits once the batch is acked, at most every ``interval``
-    seconds, so commits cannot starve under load.
-    """
-
-    def __init__(self, consumer: Any, interval: float) -> None:
-        self.consumer = consumer
-        self.interval = interval
-        self.last_commit = time.monotonic()
-
-    @asynccontextmanager
-    async def holding(self) -> AsyncIterator[None]:
-        while (running := compat.running_commit(self.consumer)) is not None:
-            await asyncio.wait([running])  # a commit in progress finishes first
-        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        compat.claim_commit(self.consumer, held)
-        try:
-            yield
-        finally:
-            compat.release_commit(self.consumer, held)
-            held.set_result(None)
-
-    async def commit_if_due(self) -> None:
-        if time.monotonic() - self.last_commit >= self.interval:
-            self.last_commit = time.monotonic()
-            await self.consumer.commit()

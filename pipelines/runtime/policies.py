@@ -85,9 +85,10 @@ class FailurePolicies:
         )
         await self._dead_letter(step, events, exc)
 
-    async def delivery_error(self, step: str, events: Sequence[Any], exc: Exception) -> None:
+    async def delivery_error(self, step: str, events: Sequence[Any], exc: Exception) -> bool:
         """The broker refused outputs of ``step``'s batch ``events``. Returns once the batch
-        may be acked; raises if it may not (``stop``, or dead letters refused too)."""
+        may be acked (whether the step's state was rolled back: a later batch built on it is
+        then handled again); raises if it may not (``stop``, or dead letters refused too)."""
         if self.conf.on_delivery_error == "stop":
             log.error(
                 "[%s] outputs of a batch of %d refused; stopping the worker",
@@ -102,8 +103,9 @@ class FailurePolicies:
             len(events),
             exc_info=exc,
         )
-        self.dead.outputs.discard()  # its half-made state changes are not kept
+        rolled_back = self.dead.outputs.rollback()  # none of its state changes are kept
         await self._dead_letter(step, events, exc)
+        return rolled_back
 
     async def _dead_letter(self, step: str, events: Sequence[Any], exc: Exception) -> None:
         detail = _describe(exc)

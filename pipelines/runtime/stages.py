@@ -8,7 +8,9 @@ entry point (:class:`~pipelines.runtime.steps.Step`) and the same failure polici
 ``stop`` policy crashes the app, which stops the worker; the failed batch and any after it
 stay unacked and are read again after a restart.
 
-A stopped stage does not raise into Faust: its agent would be restarted, and Faust's
+A failure of the ingestion loop itself (records that cannot be read back, a failed
+transaction under ``exactly_once``, a bug) stops the worker the same way. A stopped stage
+does not raise into Faust: its agent would be restarted, and Faust's
 supervisor (faust-streaming 0.15.3) never stops a restarted agent, so the worker's stop
 waited for it forever. The stage waits instead, until the worker's stop cancels it.
 """
@@ -50,7 +52,15 @@ class Stages:
             return await self.start(step, events)
 
         return bulk_agent(
-            self.app, self.ingress, channel, step.name, start, most, within, self.refetch
+            self.app,
+            self.ingress,
+            channel,
+            step.name,
+            start,
+            most,
+            within,
+            self.refetch,
+            on_stop=self.stop,
         )
 
     async def start(self, step: Step, events: list[Any]) -> Handover:

@@ -23,20 +23,29 @@ partition assignment are unchanged) and only changes how a step reaches it:
   nothing is cached, and ``drop`` leaves a tombstone in the changelog and deletes the key
   from RocksDB at the write-back.
 
-RocksDB is written back, not through. Faust's recovery replays a partition's changelog from
-the offset it persisted at the end of the last recovery, and only a recovery moves that offset;
-so after a restart or a rebalance every value written since is replayed into the store anyway,
-and the store only has to be current where this worker reads it back itself: when it drops a
-cache. Flushed values are therefore kept as bytes (``unwritten``, oldest first) and written
-to RocksDB, one write batch per partition, as they pass ``max_unwritten_bytes``: each flush
-over the budget writes back the oldest values, as many bytes as the budget is exceeded by, so
-a batch writes back about what it flushed. (Writing the whole budget at once stopped the event
-loop for 20-70 ms every few seconds in the bench; with a paced load those stops were the
-longest a payment waited.) Everything is written back before a cache is dropped for size and
-when a failed batch is discarded. A rebalance drops them unwritten: the recovery that follows
-it rewrites those keys from the changelog before any batch runs. A key changed by every batch
-is written to RocksDB about once per budget's worth of writes instead of once per batch (a
-changed value keeps its place in the order, and its newest value is what is written).
+RocksDB is written back, not through, and only with changes whose delivery was confirmed.
+Faust's recovery replays a partition's changelog from the offset it persisted at the end of
+the last recovery, and only a recovery moves that offset; so after a restart or a rebalance
+every value written since is replayed into the store anyway, and the store only has to be
+current where this worker reads it back itself. A flush's values are *pending* (one layer a
+flush, newest read first) until its batch's outputs were acknowledged (under
+``exactly_once``: its transaction committed), :meth:`TableState.confirm`; confirmed layers
+become *unwritten* (bytes, oldest first) and are written to RocksDB, one write batch per
+partition, as they pass ``max_unwritten_bytes``: each confirmation over the budget writes back
+the oldest values, as many bytes as the budget is exceeded by. (Writing the whole budget at
+once stopped the event loop for 20-70 ms every few seconds in the bench.) A key changed by
+every batch is written to RocksDB about once per budget's worth of writes instead of once per
+batch. Everything is written back before a cache is dropped for size. A rebalance drops
+unwritten values: the recovery that follows it rewrites those keys from the changelog before
+any batch runs.
+
+A batch whose outputs the broker refused is rolled back (:meth:`TableState.rollback`): every
+pending layer is dropped (also those of a later batch in flight, which was built on it and is
+handled again) with the caches, so that neither its RocksDB nor its memory keeps what the
+refused batch changed. Under at-least-once some of those changelog records may have reached
+the broker all the same, so the rollback queues the confirmed value of each such key (or a
+tombstone) for the next flush: the changelog's last word on a key is what the store holds.
+Under ``exactly_once`` the refused records were aborted and are never replayed.
 """
 
 from __future__ import annotations
@@ -140,11 +149,17 @@ class TableState(MutableMapping[int, bytes]):
         # key) -> value (``None``: deleted).
         self.unwritten: dict[tuple[int, bytes], bytes | None] = {}
         self.unwritten_bytes = 0
+        # Flushed but not yet confirmed, one layer a flush, oldest first: [token, values,
+        # confirmed]; read newest first, before ``unwritten``.
+        self.pending: list[tuple[int, dict[tuple[int, bytes], bytes | None], list[bool]]] = []
+        self.tokens = 0  # the token of the newest layer
+        self.compensation: list[Record] = []  # queued by a rollback, sent by the next flush
         self.cache: dict[int, bytes | None] = {}
         self.objects: dict[int, Any] = {}  # decoded values (load/save)
         self.dirty: dict[int, tuple[bytes | Encodable | None, int]] = {}
         self.raw_keys: dict[int, bytes] = {}  # the store's (JSON) encoding of each key
         self.generation: Any = _ABSENT  # the consumer generation the caches belong to
+        self.flushed: int | None = None  # the token of the last flush's layer
         self._encoder: Callable[[int], bytes] | None = None
 
     @property
@@ -161,6 +176,7 @@ class TableState(MutableMapping[int, bytes]):
             self.cache.clear()
             self.objects.clear()
             self.unwritten.clear()  # the recovery after the rebalance replays them
+            self.pending.clear()  # (batches in flight finish before a rebalance goes on)
             self.unwritten_bytes = 0
             self.generation = generation
         if len(self.cache) > self.max_entries:
@@ -175,7 +191,13 @@ class TableState(MutableMapping[int, bytes]):
         try:
             value = self.cache[key]
         except KeyError:
-            value = self.cache[key] = self.table.get(key)
+            event = compat.bound_event()
+            raw_key = self._encode_key(key)
+            if event is not None:
+                value = self._stored(raw_key, int(event.message.partition))
+            else:  # no partition known: any layer's, else Faust's read of every partition
+                value = self._any_partition(key, raw_key)
+            self.cache[key] = value
         return default if value is None else value
 
     def __getitem__(self, key: int) -> bytes:
@@ -220,9 +242,31 @@ class TableState(MutableMapping[int, bytes]):
         return self._stored(self._encode_key(key), partition)
 
     def _stored(self, raw_key: bytes, partition: int) -> bytes | None:
-        """A key's flushed value: not yet written back, or from the partition's RocksDB (one
-        read there: Faust's table.get looks a key it has not indexed up in every partition)."""
-        flushed = self.unwritten.get((partition, raw_key), _ABSENT)
+        """A key's flushed value: pending (newest first), not yet written back, or from the
+        partition's RocksDB (one read there: Faust's table.get looks a key it has not indexed
+        up in every partition)."""
+        slot = (partition, raw_key)
+        for _, layer, _ in reversed(self.pending):
+            value = layer.get(slot, _ABSENT)
+            if value is not _ABSENT:
+                return value  # type: ignore[no-any-return]
+        return self._confirmed(slot)
+
+    def _any_partition(self, key: int, raw_key: bytes) -> bytes | None:
+        """A key's newest flushed value in whichever partition holds it (a scan: reads
+        outside a batch only)."""
+        layers = [layer for _, layer, _ in reversed(self.pending)] + [self.unwritten]
+        for layer in layers:
+            for (_, held), value in layer.items():
+                if held == raw_key:
+                    return value
+        stored = self.table.get(key)
+        return None if stored is None else bytes(stored)
+
+    def _confirmed(self, slot: tuple[int, bytes]) -> bytes | None:
+        """A key's value as of the last confirmed batch."""
+        partition, raw_key = slot
+        flushed = self.unwritten.get(slot, _ABSENT)
         if flushed is not _ABSENT:
             return flushed  # type: ignore[no-any-return]
         stored = compat.store_db(self.table.data, partition).get(raw_key)
@@ -244,13 +288,53 @@ class TableState(MutableMapping[int, bytes]):
         raise NotImplementedError("a step reads its state by key")
 
     def discard(self) -> None:
-        """Drop unflushed writes (a failed batch) and the caches that may hold them (decoded
-        values are changed in place before they are saved). What earlier batches flushed is
-        written to RocksDB first, so that reading it back there finds it."""
+        """Drop unflushed writes (a batch whose handling failed) and the caches that may hold
+        them (decoded values are changed in place before they are saved). Flushed layers stay:
+        reads find them."""
         self.dirty.clear()
-        self.write_back()
         self.cache.clear()
         self.objects.clear()
+
+    def rollback(self, compensate: bool) -> None:
+        """Drop every change not confirmed: unflushed writes, every pending layer and the
+        caches. With ``compensate`` the next flush re-sends the confirmed value of each key a
+        dropped layer held (a tombstone if it has none), as its changelog records may have
+        been delivered."""
+        slots: dict[tuple[int, bytes], None] = {}
+        for _, layer, _ in self.pending:
+            slots.update(dict.fromkeys(layer))
+        self.pending.clear()
+        self.discard()
+        if compensate and slots:
+            topic = self.changelog
+            self.compensation = [
+                (topic, raw_key, self._confirmed((partition, raw_key)), partition)
+                for partition, raw_key in slots
+            ]
+
+    def confirm(self, token: int) -> None:
+        """The batch whose flush made layer ``token`` was delivered: once every older layer
+        is confirmed too, they become unwritten (RocksDB gets them later); over the budget the
+        oldest are written back."""
+        for held, _, confirmed in self.pending:
+            if held == token:
+                confirmed[0] = True
+                break
+        size = self.unwritten_bytes
+        unwritten = self.unwritten
+        while self.pending and self.pending[0][2][0]:
+            _, layer, _ = self.pending.pop(0)
+            for slot, value in layer.items():
+                old = unwritten.get(slot, _ABSENT)  # a changed value keeps its place
+                new_size = 0 if value is None else len(value)
+                if old is _ABSENT:
+                    size += len(slot[1]) + new_size
+                else:
+                    size += new_size - (0 if old is None else len(old))
+                unwritten[slot] = value
+        self.unwritten_bytes = size
+        if size > self.max_unwritten_bytes:
+            self.write_back(size - self.max_unwritten_bytes)
 
     def _encode_key(self, key: int) -> bytes:
         """The store's encoding of ``key``: Faust's (its serializer registry, about 3 µs a
@@ -275,17 +359,19 @@ class TableState(MutableMapping[int, bytes]):
         return raw
 
     def flush(self) -> list[Record]:
-        """Encode the dirty values; the changelog records that must go with the batch.
-
-        The values reach RocksDB at the next :meth:`write_back` (see the module's docstring).
-        """
-        if not self.dirty:
+        """Encode the dirty values; the changelog records that must go with the batch (first
+        any a rollback queued). They become a pending layer (:attr:`flushed`: its token, or
+        ``None`` if there was nothing), read before the store until :meth:`confirm`."""
+        compensation, self.compensation = self.compensation, []
+        if not self.dirty and not compensation:
+            self.flushed = None
             return []
         topic = self.changelog
         dirty, self.dirty = self.dirty, {}
-        records: list[Record] = []
-        unwritten = self.unwritten
-        size = self.unwritten_bytes
+        records: list[Record] = list(compensation)
+        layer: dict[tuple[int, bytes], bytes | None] = {
+            (partition, raw_key): value for _, raw_key, value, partition in compensation
+        }
         for key, (dirty_value, partition) in dirty.items():
             value: bytes | None
             if dirty_value is None or isinstance(dirty_value, bytes):
@@ -295,18 +381,11 @@ class TableState(MutableMapping[int, bytes]):
                 value = dirty_value.to_bytes()
                 self.cache.pop(key, None)
                 raw_key = self._raw_key(key)
-            slot = (partition, raw_key)
-            old = unwritten.get(slot, _ABSENT)
-            new_size = 0 if value is None else len(value)
-            if old is _ABSENT:
-                size += len(raw_key) + new_size
-            else:
-                size += new_size - (0 if old is None else len(old))
-            unwritten[slot] = value
+            layer[(partition, raw_key)] = value
             records.append((topic, raw_key, value, partition))
-        self.unwritten_bytes = size
-        if size > self.max_unwritten_bytes:
-            self.write_back(size - self.max_unwritten_bytes)
+        self.tokens += 1
+        self.pending.append((self.tokens, layer, [False]))
+        self.flushed = self.tokens
         return records
 
     def write_back(self, at_least: int | None = None) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pipelines.runtime.metrics import StepMetrics
-from pipelines.runtime.outputs import Outputs, completed
+from pipelines.runtime.outputs import Outputs
 from pipelines.runtime.policies import FailurePolicies, StopWorker
 from processors.common.schemas import DeadLetter, Rejected, encode
 
@@ -141,39 +141,55 @@ class Handover:
 
     step: str
     events: Sequence[Any]
-    delivery: asyncio.Future[None]  # done once the broker answered
-    failures: FailurePolicies  # the step's, with its dead-letter sink
+    delivery: asyncio.Future[None]  # done once the broker answered (and, exactly_once, committed)
+    failures: FailurePolicies  # the step's, with its dead-letter sink and outputs
     on_stop: Stop | None = None  # told before a StopWorker is raised
+    rolled_back: bool = False  # set by confirmed(): the step's state was rolled back
 
-    async def confirmed(self) -> None:
-        """Wait for the broker; if it refused the outputs, apply the delivery policy (raises
-        if the batch may not be acked). Run it in the step's own task: it may send."""
+    async def confirmed(self) -> bool:
+        """Wait for the broker; ``True`` if it took the outputs. If it refused them, apply
+        the delivery policy and return ``False`` (raises if the batch may not be acked). Run
+        it in the step's own task: it may send."""
         try:
             await self.delivery
+            return True
+        except StopWorker as stop:
+            await _stopping(self.on_stop, stop)
+            raise
         except Exception as exc:
             try:
-                await self.failures.delivery_error(self.step, self.events, exc)
+                self.rolled_back = await self.failures.delivery_error(self.step, self.events, exc)
+                await (await self.failures.dead.outputs.hand_over())  # exactly_once: commits
             except StopWorker as stop:
-                if self.on_stop is not None:
-                    await self.on_stop(stop)
+                await _stopping(self.on_stop, stop)
                 raise
+            return False
+
+
+async def _stopping(on_stop: Stop | None, stop: StopWorker) -> None:
+    if on_stop is not None:
+        await on_stop(stop)
 
 
 async def start_batch(step: Step, events: Sequence[Any], on_stop: Stop | None = None) -> Handover:
     """:func:`run_batch` in two halves: this returns once ``handle`` ran and its outputs were
     handed to the producer, and :meth:`Handover.confirmed` once they were acknowledged. A
     worker computes its next batch in between. ``on_stop`` is awaited before a ``stop``
-    policy's :class:`StopWorker` leaves either half."""
+    policy's :class:`StopWorker` (or one the step raised) leaves either half."""
     name, failures = step.name, step.failures
+    outputs = step.dead.outputs
     try:
+        outputs.begin(events)
         await step.handle(events)
-        delivery = await step.dead.outputs.hand_over()
+        delivery = await outputs.hand_over()
+    except StopWorker as stop:
+        await _stopping(on_stop, stop)
+        raise
     except Exception as exc:
         try:
             await failures.processing_error(name, events, exc)
+            delivery = await outputs.hand_over()  # exactly_once: commits the dead letters
         except StopWorker as stop:
-            if on_stop is not None:
-                await on_stop(stop)
+            await _stopping(on_stop, stop)
             raise
-        delivery = completed()
     return Handover(name, events, delivery, failures, on_stop)

@@ -27,6 +27,13 @@ class RecordingOutputs:
     current: Any = None
     deliveries: int = 0
     discards: int = 0
+    rollbacks: int = 0
+    by_source: bool = False  # as under exactly_once: steps send a record per input partition
+    batches: list[list[Any]] = field(default_factory=list)  # each begun batch's events
+    sources: list[Any] = field(default_factory=list)  # per send: its source event, if given
+
+    def begin(self, events: Any) -> None:
+        self.batches.append(list(events))
 
     @contextmanager
     def _scope(self, event: Any) -> Iterator[None]:
@@ -40,9 +47,15 @@ class RecordingOutputs:
         return self._scope(event)
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        source: Any = None,
     ) -> None:
         self.sent.append(Sent(topic, key, value, partition))
+        self.sources.append(source if source is not None else self.current)
 
     async def delivered(self) -> None:
         self.deliveries += 1
@@ -59,6 +72,11 @@ class RecordingOutputs:
 
     def discard(self) -> None:
         self.discards += 1
+
+    def rollback(self) -> bool:
+        """A step whose outputs are recorded has no state to roll back."""
+        self.rollbacks += 1
+        return False
 
     def on(self, topic: str) -> list[Sent]:
         return [s for s in self.sent if s.topic == topic]

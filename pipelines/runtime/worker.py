@@ -119,12 +119,6 @@ def run_worker(settings: Settings, pipeline: str) -> None:
     check_versions(settings.worker.allow_unchecked_versions)
     _ensure_topics(settings)
     sys.setswitchinterval(settings.worker.switch_interval_s)
-    if settings.processing_guarantee == "exactly_once":
-        log.warning(
-            "exactly_once: Faust commits offsets in Kafka transactions, but predictions, alerts"
-            " and dead letters are still written outside them; after a crash some may repeat"
-            " (see docs/operations.md, 'Delivery guarantees')"
-        )
     app = build_app(settings, pipeline)
     import faust
 

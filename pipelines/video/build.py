@@ -3,12 +3,15 @@
 ``build(app, settings)`` declares the stage ``analyze-video`` on ``video-frames``
 (:class:`~pipelines.video.step.AnalyzeFrames`, fed micro-batches of
 ``STREAMWISE_VIDEO__BATCH_SIZE`` frames from whole fetches like every stage:
-:mod:`pipelines.runtime.stages`) and a timer that raises ``camera_silent``. This is the only
-module of the video pipeline that imports Faust.
+:mod:`pipelines.runtime.stages`) and a timer that raises ``camera_silent`` (not while the
+worker rebalances: it reads nothing then). The step learns which partitions of
+``video-frames`` this worker holds from the assignor (:func:`assigned_partitions`). This is
+the only module of the video pipeline that imports Faust.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,7 @@ from pipelines.settings import Settings
 from pipelines.video.step import STEP, AnalyzeFrames
 from processors.video.face_boxes import BatchModel
 
-__all__ = ["VideoPipeline", "build", "load_detector"]
+__all__ = ["VideoPipeline", "assigned_partitions", "build", "load_detector"]
 
 
 def load_detector(settings: Settings) -> BatchModel:
@@ -42,6 +45,16 @@ def load_detector(settings: Settings) -> BatchModel:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `streamwise assets fetch` first")
     return CenterFace(path, sha256, threads=v.detector_threads)
+
+
+def assigned_partitions(app: faust.App, topic: str) -> Callable[[], frozenset[int]]:
+    """The partitions of ``topic`` this worker holds now, from Faust's assignor."""
+
+    def assigned() -> frozenset[int]:
+        actives = app.assignor.assigned_actives()
+        return frozenset(tp.partition for tp in actives if tp.topic == topic)
+
+    return assigned
 
 
 @dataclass
@@ -62,7 +75,14 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     source = raw_topic(app, t.video_frames, t.partitions)
     outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, t.video_anonymized])
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
-    step = AnalyzeFrames(settings, detector or load_detector(settings), outputs, metrics, executor)
+    step = AnalyzeFrames(
+        settings,
+        detector or load_detector(settings),
+        outputs,
+        metrics,
+        executor,
+        assigned=assigned_partitions(app, t.video_frames),
+    )
 
     stages = Stages(app, settings)
     within = settings.worker.batch_within_s
@@ -71,7 +91,8 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     silence = FaustOutputs(app, [t.alerts])
 
     async def camera_silent() -> None:
-        await step.check_silent(silence)
+        if not app.rebalancing:
+            await step.check_silent(silence)
 
     timer = app.timer(interval=1.0)(camera_silent)
 

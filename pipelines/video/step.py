@@ -8,13 +8,19 @@ blurring run in an executor (:func:`~processors.video.frame_analysis.analyze_fra
 frame's camera monitor judges it, and predictions, alerts and anonymized frames are sent
 before the batch is acked. :meth:`AnalyzeFrames.check_silent` raises ``camera_silent`` (run
 by a timer). :mod:`pipelines.video.build` declares it on a Faust app.
+
+The step follows its input partitions (``assigned()``, given by the build): at the start of
+each batch and of each silence check, a camera whose partition went to another worker is
+forgotten without an alert, and so is a camera of a partition assigned anew (another
+worker had it meanwhile, so what this worker remembers of it is stale).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +28,7 @@ from time import perf_counter
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from models.camera_anomaly import CameraAnomaly
 from pipelines.runtime.metrics import StepMetrics
@@ -40,6 +47,8 @@ __all__ = ["PIPELINE", "STEP", "AnalyzeFrames", "CameraSeen", "monitor_limits"]
 
 STEP = "analyze-video"
 PIPELINE = "video"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,6 +97,7 @@ class AnalyzeFrames:
         metrics: StepMetrics,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
+        assigned: Callable[[], frozenset[int]] | None = None,
     ) -> None:
         v = settings.video
         self.settings = settings
@@ -111,6 +121,16 @@ class AnalyzeFrames:
         self.memory: dict[str, CameraMemory] = {}  # written only inside the executor call
         self.monitors: dict[str, CameraMonitor] = {}
         self.seen: dict[str, CameraSeen] = {}
+        self.lock = asyncio.Lock()  # a batch, or an eviction, at a time
+        self.assigned = assigned  # the input partitions this worker holds; None: all of them
+        self.held: frozenset[int] | None = None  # as last seen
+        self.partition_of: dict[str, int] = {}  # each known camera's input partition
+        self.evicted = Counter(
+            "streamwise_video_cameras_evicted",
+            "Cameras forgotten because their partition moved to another worker or came back",
+            ["step"],
+            registry=metrics.registry,
+        )
         self.versions = {"detector": detector.version, "anomaly": CameraAnomaly.version}
 
     def _parse(
@@ -142,10 +162,17 @@ class AnalyzeFrames:
         return kept
 
     async def handle(self, events: Sequence[Any]) -> None:
+        async with self.lock:
+            await self._handle(events)
+
+    async def _handle(self, events: Sequence[Any]) -> None:
         started = perf_counter()
         valid, rejected = self._parse(events)
         for event, why in rejected:
             await self.dead.send(event, STEP, why.reason, why.detail)
+        self.follow_assignment()
+        for event, frame in valid:
+            self.partition_of[frame.camera_id] = event.message.partition
         kept = self._skip_stale(valid, self.clock())
         skipped = len(valid) - len(kept)
         results: list[Analyzed | Rejected] = []
@@ -162,6 +189,7 @@ class AnalyzeFrames:
             else:
                 await self.emit(event, result)
                 ok += 1
+        self.forget_unheld({event.message.partition for event, _ in valid})
         m = self.metrics
         m.events.labels(STEP, "ok").inc(ok)
         m.events.labels(STEP, "skipped").inc(skipped)
@@ -250,12 +278,61 @@ class AnalyzeFrames:
         )
         self.metrics.alerts.labels(STEP, due.kind).inc()
 
+    def follow_assignment(self) -> list[str]:
+        """Forget the cameras of partitions no longer held or newly assigned; on any change
+        count every camera's silence afresh (the worker did not read while rebalancing).
+        Call with ``self.lock`` held; returns the cameras forgotten."""
+        if self.assigned is None:
+            return []
+        held = self.assigned()
+        if held == self.held:
+            return []
+        before, self.held = self.held, held
+        fresh = held - before if before is not None else frozenset()
+        drop = [cam for cam, p in self.partition_of.items() if p not in held or p in fresh]
+        evicted = self.evict(drop)
+        wall = self.clock()
+        for seen in self.seen.values():
+            seen.wall = max(seen.wall, wall)
+        log.info(
+            "%s: input partitions now %s (were %s); forgot %d cameras",
+            STEP,
+            sorted(held),
+            sorted(before) if before is not None else "unknown",
+            len(evicted),
+        )
+        return evicted
+
+    def forget_unheld(self, partitions: set[int]) -> list[str]:
+        """Forget cameras of ``partitions`` not held (records fetched before a revocation)."""
+        if self.held is None or partitions <= self.held:
+            return []
+        gone = partitions - self.held
+        return self.evict([cam for cam, p in self.partition_of.items() if p in gone])
+
+    def evict(self, cameras: Iterable[str]) -> list[str]:
+        """Forget everything about ``cameras`` (frame memory, monitor and learner, silence
+        clock), raising nothing for them; return those that were known."""
+        evicted = []
+        for cam in cameras:
+            known = self.seen.pop(cam, None) is not None
+            known |= self.monitors.pop(cam, None) is not None
+            known |= self.memory.pop(cam, None) is not None
+            self.partition_of.pop(cam, None)
+            if known:
+                evicted.append(cam)
+        self.evicted.labels(STEP).inc(len(evicted))
+        return evicted
+
     async def check_silent(self, outputs: Outputs | None = None) -> int:
         """Alert ``camera_silent`` once for each camera quiet for ``silent_after_s``.
 
-        The worker's timer passes its own ``outputs``: waiting for delivery here must not
-        take the records of a batch in flight out of that batch's own delivery check.
+        Cameras whose partition moved away are forgotten first, so they raise nothing. The
+        worker's timer passes its own ``outputs``: waiting for delivery here must not take
+        the records of a batch in flight out of that batch's own delivery check.
         """
+        async with self.lock:
+            self.follow_assignment()
         out = outputs or self.outputs
         limit = self.settings.video.silent_after_s
         wall = self.clock()

@@ -3,37 +3,36 @@
 :class:`AudioAnalyzer` owns the state of every stream the worker holds (reorder buffer,
 pending samples, VAD recurrent state, speech tracker, level watch, anomaly detector). It is
 synchronous and CPU-bound; the step calls it in an executor, one call at a time, so each
-piece of state has one writer. The state lives in memory: after a restart or a rebalance a
-stream starts afresh (VAD state zero, anomaly detector relearning).
+piece of state has one writer. A new producer session of a known stream starts a new
+segment of it (:mod:`processors.audio.stream_state`); chunks of a replaced session are late.
+:meth:`AudioAnalyzer.evict` forgets streams the worker no longer holds, without an alert.
+The state lives in memory: after a restart or a rebalance a stream starts afresh (VAD state
+zero, anomaly detector relearning).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from models.silero_vad import CONTEXT, FRAME, RATE, STATE_SHAPE
-from models.sound_anomaly import StreamAnomaly
+from models.silero_vad import FRAME, RATE
 from models.sound_classifier import SoundClassifier
 from processors.audio.codec import AudioChunk, to_mono_float
 from processors.audio.config import AnalyzerConfig
-from processors.audio.events import LevelWatch, SoundEvent, SpeechTracker
+from processors.audio.events import SoundEvent
 from processors.audio.features import (
     FEATURE_NAMES,
-    FrameCache,
     LogMel,
     shared_window_stats,
     stats_features,
     stats_log_mels,
 )
-from processors.audio.reassembly import Reassembler
-from processors.audio.windows import StreamBuffer
+from processors.audio.stream_state import StreamState
 
 __all__ = ["AudioAnalyzer", "BatchResult", "Finding", "VadModel", "WindowResult"]
 
@@ -52,10 +51,16 @@ class WindowResult:
     """One analysis window of one stream, ready to become a prediction."""
 
     stream_id: str
-    index: int  # window number: start sample // hop
+    index: int  # window number within the segment: start sample // hop
     event_time: datetime
     features: dict[str, float]
     anomaly_score: float
+    segment: str = ""  # the stream's session (:func:`segment_id`): names the window
+
+    @property
+    def event_id(self) -> str:
+        """``<segment>:<window number>``, unique per stream, session and window."""
+        return f"{self.segment or self.stream_id}:{self.index}"
 
 
 @dataclass(frozen=True)
@@ -84,38 +89,15 @@ class BatchResult:
     vad_calls: int = 0
 
 
-class StreamState:
-    """Everything the worker remembers about one stream."""
-
-    def __init__(self, conf: AnalyzerConfig, now: float) -> None:
-        window, hop = round(conf.window_s * RATE), round(conf.hop_s * RATE)
-        self.reassembler = Reassembler(conf.reorder_chunks)
-        self.buffer = StreamBuffer(window, hop, FRAME, CONTEXT)
-        self.vad_state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self.spectra = FrameCache()  # STFT frame statistics shared by overlapping windows
-        self.probs: deque[tuple[int, float]] = deque()  # (frame start, speech probability)
-        self.speech = SpeechTracker(
-            conf.speech_threshold,
-            round(conf.speech_min_s * RATE),
-            round(conf.speech_silence_s * RATE),
-        )
-        self.level = LevelWatch(
-            RATE, conf.level_alert_dbfs, conf.clip_alert_ratio, conf.silence_dbfs, conf.dead_after_s
-        )
-        self.anomaly = StreamAnomaly(FEATURE_NAMES, window_size=conf.anomaly_window)
-        self.anomalous = False
-        self.captures: dict[int, int] = {}  # seq -> capture ns, until released
-        self.anchor = (0, 0)  # (sample index, capture ns) of the latest released chunk
-        self.last_arrival = now
-        self.stalled = False
-
-    def time_at(self, sample: int) -> datetime:
-        index, ns = self.anchor
-        return datetime.fromtimestamp((ns + (sample - index) * 1e9 / RATE) / 1e9, UTC)
-
-
 def _seconds(sample: int) -> str:
     return f"{sample / RATE:.2f} s"
+
+
+def _stale_detail(state: StreamState, chunk: AudioChunk) -> str:
+    return (
+        f"chunk {chunk.seq} of stream {chunk.stream_id} is from producer session "
+        f"{chunk.session:016x}, which session {state.session:016x} replaced"
+    )
 
 
 def _late_detail(state: StreamState, chunk: AudioChunk) -> str:
@@ -129,7 +111,8 @@ def _late_detail(state: StreamState, chunk: AudioChunk) -> str:
 
 
 class AudioAnalyzer:
-    """``process(chunks, now) -> BatchResult``; ``check_stalled(now)`` for silent streams."""
+    """``process(chunks, now) -> BatchResult``; ``check_stalled(now)`` for silent streams;
+    ``evict(ids)`` for streams whose partition went to another worker."""
 
     def __init__(
         self,
@@ -148,9 +131,16 @@ class AudioAnalyzer:
         result = BatchResult()
         touched: list[str] = []
         for index, chunk in enumerate(chunks):
-            state = self.streams.get(chunk.stream_id)
+            sid = chunk.stream_id
+            state = self.streams.get(sid)
             if state is None:
-                state = self.streams[chunk.stream_id] = StreamState(self.conf, now)
+                state = self.streams[sid] = StreamState(self.conf, now, sid, chunk.session)
+            elif (role := state.role(chunk.session)) == "retired":
+                result.late += 1
+                result.late_chunks.append((index, _stale_detail(state, chunk)))
+                continue
+            elif role == "new":
+                state = self._next_segment(state, chunk.session, now, sid in touched, result)
             state.last_arrival, state.stalled = now, False
             if self._ingest(state, chunk, result):
                 result.late_chunks.append((index, _late_detail(state, chunk)))
@@ -159,6 +149,31 @@ class AudioAnalyzer:
         self._run_vad(touched, result)
         self._run_windows(touched, result)
         return result
+
+    def _next_segment(
+        self, state: StreamState, session: int, now: float, pending: bool, result: BatchResult
+    ) -> StreamState:
+        """Close ``state``'s segment (its windows so far, an open speech segment) and start
+        ``session``'s, at its own sequence numbers: no gap is filled between the two."""
+        sid = state.stream_id
+        if pending:  # this batch gave the old segment samples: analyse them first
+            self._run_vad([sid], result)
+            self._run_windows([sid], result)
+        for event in state.speech.close():
+            result.findings.append(self._speech_finding(sid, state, event))
+        new = self.streams[sid] = state.next_segment(session, now)
+        return new
+
+    def evict(self, ids: Iterable[str]) -> list[str]:
+        """Forget the state of streams ``ids`` (their partition moved to another worker),
+        raising nothing for them; return the ids that had state."""
+        return [sid for sid in ids if self.streams.pop(sid, None) is not None]
+
+    def restart_stall_clocks(self, now: float) -> None:
+        """Count every stream's silence from ``now``: while the worker was rebalancing it
+        was not reading, so a quiet spell before ``now`` says nothing about the stream."""
+        for state in self.streams.values():
+            state.last_arrival = max(state.last_arrival, now)
 
     def _ingest(self, state: StreamState, chunk: AudioChunk, result: BatchResult) -> bool:
         """Put ``chunk`` in its stream; ``True`` if it came late and was dropped."""
@@ -221,7 +236,7 @@ class AudioAnalyzer:
         return Finding(
             sid,
             event.kind,
-            f"{sid}@{event.start}",
+            f"{state.segment}@{event.start}",
             round(event.value, 4),
             self.conf.speech_threshold,
             reasons,
@@ -263,7 +278,9 @@ class AudioAnalyzer:
             }
             values |= classes[i] if classes else {}
             result.windows.append(
-                WindowResult(sid, start // hop, state.time_at(start), values, round(score, 6))
+                WindowResult(
+                    sid, start // hop, state.time_at(start), values, round(score, 6), state.segment
+                )
             )
             for event in state.level.update(
                 start, end, values["rms_dbfs"], values["clipping_ratio"]
@@ -284,7 +301,7 @@ class AudioAnalyzer:
                     Finding(
                         sid,
                         "acoustic_anomaly",
-                        f"{sid}@{start}",
+                        f"{state.segment}@{start}",
                         round(score, 6),
                         self.conf.anomaly_threshold,
                         reasons,
@@ -330,7 +347,7 @@ class AudioAnalyzer:
         return Finding(
             sid,
             event.kind,
-            f"{sid}@{event.start}",
+            f"{state.segment}@{event.start}",
             round(event.value, 6),
             threshold,
             reasons,
@@ -353,7 +370,7 @@ class AudioAnalyzer:
                 Finding(
                     sid,
                     "dead_microphone",
-                    f"{sid}@{at}:stalled",
+                    f"{state.segment}@{at}:stalled",
                     round(quiet, 3),
                     self.conf.dead_after_s,
                     [f"no chunks for {quiet:.1f} s (after {_seconds(at)} of audio)"],

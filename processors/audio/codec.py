@@ -1,28 +1,36 @@
-"""The ``audio-chunk/1`` envelope: a 34-byte binary header, the stream id, then raw PCM.
+"""The ``audio-chunk/1.1`` envelope: a 34-byte binary header, the session, the stream id, PCM.
 
 Layout (little-endian)::
 
     offset size field
     0      4    magic b"SWAC"
-    4      1    version (1)
+    4      1    major version (1)
     5      1    sample format: 1 = int16, 2 = float32
     6      1    channels (1..8), samples interleaved
-    7      1    reserved, 0
+    7      1    minor version: 0 (1.0, no session) or 1 (1.1); was "reserved, 0" in 1.0
     8      4    sample rate, Hz (u32)
     12     4    frames in this chunk (u32); the PCM is frames * channels * width bytes
-    16     8    sequence number within the stream (u64), 0, 1, 2, ...
+    16     8    sequence number within the producer session (u64), 0, 1, 2, ...
     24     8    capture time of the first frame, ns since the Unix epoch (i64)
     32     2    length of the stream id in bytes (u16, 1..256)
-    34     n    the stream id, UTF-8 (equal to the Kafka key)
-    34+n        PCM, little-endian
+    34     8    minor 1 only: producer session (u64, 1..2**64-1), new for every producer run
+    34|42  n    the stream id, UTF-8 (equal to the Kafka key)
+    ...         PCM, little-endian
 
-The whole envelope is the Kafka value, so a dead letter (which keeps the value bytes)
-keeps everything needed to replay it. Decoding never raises: it returns :class:`Rejected`.
+A chunk of session 0 is written as 1.0, byte for byte what 1.0 producers write, and every
+1.0 envelope reads as session 0; a new session of a known stream starts a new segment of
+it (sequence numbers count again from the producer's start: see
+:mod:`processors.audio.stream_state`). The whole envelope is the Kafka value, so a dead
+letter (which keeps the value bytes) keeps everything needed to replay it. Decoding never
+raises: it returns :class:`Rejected`.
 
 >>> import numpy as np
 >>> raw = encode_chunk(AudioChunk("mic-1", 7, 16000, 1, "int16", 0, np.zeros(4, "<i2").tobytes()))
->>> len(raw), decode_chunk(raw).frames
-(47, 4)
+>>> len(raw), decode_chunk(raw).frames, decode_chunk(raw).session
+(47, 4, 0)
+>>> raw = encode_chunk(AudioChunk("mic-1", 0, 16000, 1, "int16", 0, b"", session=0x5EED))
+>>> len(raw), raw[7], decode_chunk(raw).session
+(47, 1, 24301)
 """
 
 from __future__ import annotations
@@ -46,11 +54,15 @@ __all__ = [
     "to_mono_float",
 ]
 
-AUDIO_CHUNK_SCHEMA: Final = "audio-chunk/1"
+AUDIO_CHUNK_SCHEMA: Final = "audio-chunk/1.1"  # the newest version this module writes
 MAGIC: Final = b"SWAC"
-VERSION: Final = 1
+VERSION: Final = 1  # major
+MINOR: Final = 1  # newest minor read and written; 0 is read too
 _HEADER = struct.Struct("<4sBBBBIIQqH")
-HEADER_BYTES: Final = _HEADER.size  # 34, the stream id follows
+HEADER_BYTES: Final = _HEADER.size  # 34, then the session (minor 1) and the stream id
+_SESSION = struct.Struct("<Q")
+SESSION_BYTES: Final = _SESSION.size
+MAX_SESSION: Final = 2**64 - 1
 SampleFormat = Literal["int16", "float32"]
 FORMATS: Final[dict[int, SampleFormat]] = {1: "int16", 2: "float32"}
 _CODES: Final = {name: code for code, name in FORMATS.items()}
@@ -70,6 +82,7 @@ class AudioChunk:
     sample_format: SampleFormat
     capture_ns: int
     pcm: bytes
+    session: int = 0  # the producer run that sent it; 0: none given (a 1.0 envelope)
 
     @property
     def frames(self) -> int:
@@ -86,19 +99,23 @@ def encode_chunk(chunk: AudioChunk) -> bytes:
         raise ValueError(f"channels must be 1..{MAX_CHANNELS}")
     if len(chunk.pcm) % (chunk.channels * _WIDTH[chunk.sample_format]):
         raise ValueError("PCM length is not a whole number of frames")
+    if not 0 <= chunk.session <= MAX_SESSION:
+        raise ValueError(f"session must be 0..{MAX_SESSION}")
+    minor = MINOR if chunk.session else 0
     header = _HEADER.pack(
         MAGIC,
         VERSION,
         _CODES[chunk.sample_format],
         chunk.channels,
-        0,
+        minor,
         chunk.sample_rate,
         chunk.frames,
         chunk.seq,
         chunk.capture_ns,
         len(sid),
     )
-    return header + sid + chunk.pcm
+    session = _SESSION.pack(chunk.session) if minor else b""
+    return header + session + sid + chunk.pcm
 
 
 def decode_chunk(raw: bytes) -> AudioChunk | Rejected:
@@ -107,22 +124,31 @@ def decode_chunk(raw: bytes) -> AudioChunk | Rejected:
         return Rejected(
             "truncated", f"{len(raw)} bytes, shorter than the {HEADER_BYTES}-byte header"
         )
-    magic, version, code, channels, _, rate, frames, seq, capture_ns, sid_len = _HEADER.unpack_from(
-        raw
+    magic, version, code, channels, minor, rate, frames, seq, capture_ns, sid_len = (
+        _HEADER.unpack_from(raw)
     )
     if magic != MAGIC:
         return Rejected("not_audio_chunk", f"magic {magic!r} is not {MAGIC!r}")
-    if version != VERSION:
-        return Rejected("unsupported_version", f"envelope version {version}, expected {VERSION}")
+    if version != VERSION or minor > MINOR:
+        detail = f"envelope version {version}.{minor}, this worker reads 1.0 to {VERSION}.{MINOR}"
+        return Rejected("unsupported_version", detail)
     if code not in FORMATS:
         return Rejected("unknown_format", f"sample format code {code} (1 int16, 2 float32)")
     if not 1 <= channels <= MAX_CHANNELS:
         return Rejected("bad_channels", f"{channels} channels, expected 1..{MAX_CHANNELS}")
-    start = HEADER_BYTES + sid_len
+    session, id_at = 0, HEADER_BYTES
+    if minor:
+        if len(raw) < HEADER_BYTES + SESSION_BYTES:
+            return Rejected("truncated", f"{len(raw)} bytes, too short for the session")
+        (session,) = _SESSION.unpack_from(raw, HEADER_BYTES)
+        if session == 0:
+            return Rejected("bad_session", "a 1.1 envelope carries a session, and 0 is none")
+        id_at += SESSION_BYTES
+    start = id_at + sid_len
     if not 0 < sid_len <= MAX_STREAM_ID or len(raw) < start:
         return Rejected("truncated", f"stream id of {sid_len} bytes does not fit")
     try:
-        stream_id = raw[HEADER_BYTES:start].decode()
+        stream_id = raw[id_at:start].decode()
     except UnicodeDecodeError:
         return Rejected("bad_stream_id", "stream id is not UTF-8")
     fmt = FORMATS[code]
@@ -133,7 +159,7 @@ def decode_chunk(raw: bytes) -> AudioChunk | Rejected:
     pcm = bytes(raw[start:])
     if fmt == "float32" and not np.isfinite(np.frombuffer(pcm, dtype="<f4")).all():
         return Rejected("bad_samples", "float32 PCM holds NaN or infinity")
-    return AudioChunk(stream_id, seq, rate, channels, fmt, capture_ns, pcm)
+    return AudioChunk(stream_id, seq, rate, channels, fmt, capture_ns, pcm, session)
 
 
 def to_mono_float(chunk: AudioChunk) -> npt.NDArray[np.float32]:

@@ -190,11 +190,18 @@ def read_topic(
     topic: str,
     until: Callable[[list[Any]], bool],
     timeout_s: float = 90.0,
+    isolation: str = "read_uncommitted",
 ) -> list[Any]:
-    """Records of ``topic`` from the beginning (decoded JSON) until ``until`` holds."""
+    """Records of ``topic`` from the beginning (decoded JSON) until ``until`` holds; with
+    ``isolation`` ``read_committed`` only those of committed transactions (and plain ones)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**client_config(settings), group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **client_config(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+    )
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(tps)

@@ -1,15 +1,23 @@
-"""The audio worker against Apache Kafka: concurrent streams, speech alerts, dead letters."""
+"""The audio worker against Apache Kafka: concurrent streams, speech alerts, dead letters,
+and a second worker that dies while live streams go on."""
 
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 
-from pipelines.audio.produce import AudioStream, chunked, publish_audio
+from pipelines.audio.produce import AudioStream, PublishReport, chunked, publish_audio
+from pipelines.bench.scrape import samples
+from pipelines.bench.waiting import wait_until
 from pipelines.settings import Settings
 from processors.audio.codec import AudioChunk, encode_chunk
+from processors.audio.stream_state import segment_id
 from tests.audio_media import padded, vad_path
-from tests.integration.conftest import Worker, publish_raw, read_topic
+from tests.integration.conftest import Worker, _free_port, publish_raw, read_topic
 
 WINDOW, HOP, CHUNK = 15360, 7680, 1600
 
@@ -41,7 +49,11 @@ def test_concurrent_streams_get_every_window_and_speech_alerts_only_where_spoken
     report = publish_audio(settings, streams, chunk_ms=100, realtime=False)
     assert report.chunks == sum(len(s.chunks) for s in streams)
 
-    expected = {f"{s.stream_id}:{i}" for s in streams for i in range(windows(len(s.chunks)))}
+    expected = {
+        f"{segment_id(s.stream_id, report.session)}:{i}"
+        for s in streams
+        for i in range(windows(len(s.chunks)))
+    }
     preds = read_topic(
         settings, settings.topics.predictions, lambda r: {p["event_id"] for p in r} >= expected
     )
@@ -68,3 +80,112 @@ def test_concurrent_streams_get_every_window_and_speech_alerts_only_where_spoken
     assert by_value == {v: r for (_, v), r in zip(bad, reasons, strict=True)}
     assert len(letters) == len(bad)
     assert worker.proc.poll() is None
+
+
+def chunks_analyzed(worker: Worker) -> float:
+    page = worker._get("/metrics")
+    wanted = {"step": "analyze-audio", "outcome": "ok"}
+    found = [
+        s.value
+        for s in samples(page.decode() if page else "")
+        if s.name == "streamwise_events_total" and s.labels == wanted
+    ]
+    return sum(found)
+
+
+def test_live_streams_go_on_at_the_other_worker_without_false_alerts(
+    settings: Settings, start_worker: Callable[[Settings, str], Worker], tmp_path: Path
+) -> None:
+    """Four live streams on three partitions; a second worker joins, takes some of them
+    over, and is SIGKILLed mid-stream; the first takes them back.
+
+    Before the fix, the first worker raised ``dead_microphone`` for the streams it lost when
+    the second joined, and filled the time the other had them with silence when they came
+    back after the kill.
+    """
+    dead_after = 4.0
+    audio = settings.audio.model_copy(update={"vad_path": vad_path(), "dead_after_s": dead_after})
+    worker_conf = settings.worker.model_copy(update={"session_timeout_s": 6.0})
+    settings = settings.model_copy(update={"audio": audio, "worker": worker_conf})
+    other = settings.model_copy(
+        update={
+            "worker": worker_conf.model_copy(update={"web_port": _free_port()}),
+            "home": tmp_path / "home-2",
+        }
+    )
+    # keyed to partitions 1, 2, 0 and 0 of three; continuous sound (never silent for long)
+    media = {
+        "mic-a": "synth-tone-1khz.wav",
+        "mic-b": "synth-chord.wav",
+        "mic-e": "synth-pink-noise.wav",
+        "mic-h": "synth-white-noise.wav",
+    }
+    streams = [
+        AudioStream(sid, chunked(padded(name, 0.0, 0.0), CHUNK)) for sid, name in media.items()
+    ]
+    first = start_worker(settings, "audio")
+    first.wait_assigned(settings.topics.audio_chunks)
+
+    result: list[PublishReport] = []
+    rounds = 360  # 36 s of live audio per stream
+    publisher = threading.Thread(
+        target=lambda: result.append(
+            publish_audio(settings, streams, chunk_ms=100, realtime=True, loop=True,
+                          max_rounds=rounds)
+        ),
+        daemon=True,
+    )  # fmt: skip
+    publisher.start()
+
+    def analysed(worker: Worker, chunks: int) -> None:
+        wait_until(
+            lambda: chunks_analyzed(worker) >= chunks,
+            40.0,
+            interval_s=0.3,
+            what=lambda: f"a worker analysed fewer than {chunks} chunks:\n{worker.log_tail()}",
+            error=AssertionError,
+        )
+
+    analysed(first, 40)  # every stream known to the first worker
+    second = start_worker(other, "audio")
+    second.wait_assigned(settings.topics.audio_chunks)
+    analysed(second, 80)  # it holds its streams for a while, mid-stream
+    second.kill()
+    publisher.join(rounds * 0.1 + 30.0)
+    assert result, "the publisher did not finish"
+    stopped = time.time()
+    session = result[0].session
+
+    # Every stream stops at the end: each gets exactly one dead_microphone, after it stopped.
+    def complete(records: list[dict[str, object]]) -> bool:
+        return {r["entity"] for r in records if r["kind"] == "dead_microphone"} >= {
+            f"stream:{sid}" for sid in media
+        }
+
+    alerts = read_topic(settings, settings.topics.alerts, complete, timeout_s=60.0)
+    dead = [a for a in alerts if a["kind"] == "dead_microphone"]
+    early = [
+        (a["entity"], a["emit_time"])
+        for a in dead
+        if datetime.fromisoformat(str(a["emit_time"])).timestamp() < stopped + dead_after - 1.0
+    ]
+    assert early == [], first.log_tail()
+    assert sorted(a["entity"] for a in dead) == sorted(f"stream:{sid}" for sid in media), alerts
+    assert [a for a in alerts if str(a["kind"]).startswith("speech")] == []
+
+    # The surviving worker took the streams over: each one's last seconds were predicted.
+    def recent(p: dict[str, object]) -> bool:
+        return datetime.fromisoformat(str(p["event_time"])).timestamp() > stopped - 3.0
+
+    def covered(records: list[dict[str, object]]) -> bool:
+        return {p["entity"] for p in records if recent(p)} >= {f"stream:{sid}" for sid in media}
+
+    preds = read_topic(settings, settings.topics.predictions, covered)
+    assert covered(preds), first.log_tail()
+    assert all(str(p["event_id"]).startswith(f"{p['entity']}"[7:]) for p in preds)
+    assert {str(p["event_id"]).rsplit(":", 1)[0] for p in preds} == {
+        segment_id(sid, session) for sid in media
+    }
+    gaps = [p for p in preds if p["features"]["gap_chunks_total"] > 0]  # type: ignore[index]
+    assert gaps == [], gaps[:3]
+    assert first.proc.poll() is None

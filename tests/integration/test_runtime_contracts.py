@@ -16,7 +16,6 @@ runtime to be right:
   then committed past;
 * :func:`~pipelines.runtime.offsets.faust_committed`: the coordinator's committed offset;
 * :func:`~pipelines.runtime.offsets.file_gap`: Faust's commit moves past a filed gap;
-* :class:`~pipelines.runtime.offsets.CommitBarrier`: Faust's own commit waits while held;
 * :func:`~pipelines.runtime.app.event_scope`, :class:`~pipelines.runtime.outputs.FaustOutputs`
   and :class:`~pipelines.runtime.state.TableState`: table writes land on the event's
   changelog partition under Faust's own key bytes; keyed outputs go where Kafka's default
@@ -43,7 +42,6 @@ from pipelines.runtime.app import create_app, raw_topic
 from pipelines.runtime.ingress import BulkIngress, bulk_agent
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.offsets import (
-    CommitBarrier,
     RecoveredEvent,
     RecoveredMessage,
     faust_committed,
@@ -298,37 +296,6 @@ def test_a_filed_gap_lets_faust_commit_past_records_read_back(settings: Settings
     run(scenario())
 
 
-def test_commit_barrier_holds_faust_commits_until_released(settings: Settings) -> None:
-    topic = new_topic(settings, "barrier", 1)
-
-    async def scenario() -> None:
-        app = create_app(settings, "barrier")
-        # Only the test commits: Faust's periodic commit would make "not yet" unobservable.
-        app.conf.broker_commit_interval = 3600.0
-        events = collector(app, raw_topic(app, topic, 1), "collect")
-        async with running(app):
-            consumer = app.consumer
-            assert consumer.commit_interval == 3600.0
-            group = app.conf.id
-            await produce(settings, topic, [(None, b"v%d" % i, 0) for i in range(5)])
-            await wait_until(lambda: len(events) == 5, "the records arrive")
-            barrier = CommitBarrier(consumer, 0.0)
-            async with barrier.holding():
-                for event in events:
-                    consumer.ack(event.message)
-                faust_commit = asyncio.ensure_future(consumer.commit())
-                # Long enough for an unheld commit to finish; a held one never does.
-                done, _ = await asyncio.wait({faust_commit}, timeout=2.0)
-                assert not done, "Faust committed while the barrier held"
-                assert await committed(settings, group, topic, 0) is None
-            assert await faust_commit is False  # it waited for the held "commit" and skipped
-            assert await committed(settings, group, topic, 0) is None
-            await barrier.commit_if_due()
-            assert await committed(settings, group, topic, 0) == 5
-
-    run(scenario())
-
-
 def _tables(app: faust.App, dead_topic: str) -> tuple[Any, TableState, ContractStep]:
     """A plain Faust table, a TableState over another, and a step writing both in scope."""
     native = app.Table("native", default=None, partitions=3, key_type=int, value_type=bytes)
@@ -457,3 +424,98 @@ def test_kafka_refetch_reads_exactly_the_range(settings: Settings) -> None:
 async def _no_refetch(topic: str, partition: int, start: int, end: int) -> list[RecoveredMessage]:
     """Nothing is ever skipped in these tests; a read-back would be a failure of its own."""
     raise AssertionError(f"unexpected read-back of {topic}/{partition}@{start}..{end - 1}")
+
+
+def test_exactly_once_hooks_own_the_transactions_and_recovery_reads_past_markers(
+    settings: Settings,
+) -> None:
+    """Under exactly_once: Faust's app is a worker in transactional mode (``mark_worker``),
+    its transaction manager starts no producer and its commit only takes note
+    (``take_over_transactions``); a batch's output and its offsets commit in the runtime's
+    transaction of its input partition; highwaters are the broker's last stable offsets
+    (``stable_highwaters``), which a fresh app's recovery reads the changelog up to."""
+    eos = settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    bulk = new_topic(eos, "eos-in", 2)
+    out = new_topic(eos, "eos-out", 2)
+    dead_topic = eos.topics.dead_letters
+
+    def build(conf: Settings) -> tuple[faust.App, TableState]:
+        app = create_app(conf, "eos")
+        table = app.Table("eos-table", default=None, partitions=2, key_type=int, value_type=bytes)
+        state = TableState(app, table)
+        outputs = FaustOutputs(app, [out, dead_topic], [state])
+        assert outputs.transactions is not None
+        assert outputs.by_source
+        dead = DeadLetterSink(outputs, dead_topic, StepMetrics())
+
+        async def handle(events: Any) -> None:
+            for event in events:
+                with outputs.scope(event):
+                    state[int(event.message.value)] = event.message.value
+                    await outputs.send(out, event.message.key, event.message.value)
+
+        step = ContractStep("eos", dead, handle)
+        Stages(app, conf).declare(raw_topic(app, bulk, 2), step, 10, WITHIN_S)
+        return app, state
+
+    async def scenario() -> None:
+        app, _ = build(eos)
+        assert app.in_transaction
+        assert app.consumer.in_transaction
+        transactions: Any = app.streamwise_transactions  # type: ignore[attr-defined]
+        async with running(app):
+            await produce(eos, bulk, [(None, b"%d" % i, i % 2) for i in range(6)])
+            delivered = await asyncio.to_thread(_read_committed, eos, out, 6)
+            assert sorted(r.value for r in delivered) == [b"%d" % i for i in range(6)]
+            # Committed by the batches' transactions (offset 3 on each partition).
+            for partition in (0, 1):
+                await wait_for(
+                    lambda p=partition: committed(eos, app.conf.id, bulk, p),  # type: ignore[misc]
+                    lambda c: c == 3,
+                    "offsets committed with the outputs",
+                )
+            assert transactions.commits >= 2
+            assert set(transactions.producers) <= {f"{app.conf.id}-eos-0", f"{app.conf.id}-eos-1"}
+            assert not app.producer._transaction_producers  # Faust's manager started none
+            assert await app.consumer.commit() in (True, False)  # only takes note: no error
+            table = app.tables["eos-table"]
+            changelog = TP(table.changelog_topic.get_topic_name(), 0)
+            highwaters = await app.consumer.highwaters(changelog)
+            # 3 records and a commit marker after each transaction: past the last record.
+            assert highwaters[changelog] >= 4
+        # A fresh app with an empty state folder recovers the changelog past the markers.
+        fresh = eos.model_copy(update={"home": eos.home / "fresh"})
+        assert fresh.state_dir != eos.state_dir
+        app2, state2 = build(fresh)
+        async with running(app2):
+            await wait_until(lambda: app2.tables.recovery.completed.is_set(), "recovery")
+            values = {k: state2.table.get(k) for k in range(6)}
+            assert values == {i: b"%d" % i for i in range(6)}
+
+    run(scenario())
+
+
+def _read_committed(settings: Settings, topic: str, at_least: int) -> list[Any]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipelines.kafka.admin import client_config
+
+    consumer = KafkaConsumer(
+        **client_config(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        found: list[Any] = []
+        for _ in range(300):  # polls, each at most 0.2 s
+            for batch in consumer.poll(timeout_ms=200).values():
+                found.extend(batch)
+            if len(found) >= at_least:
+                break
+        return found
+    finally:
+        consumer.close()

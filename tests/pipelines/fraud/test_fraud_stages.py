@@ -294,7 +294,9 @@ def test_a_refused_delivery_sends_the_batch_to_dead_letters(home: Path) -> None:
     assert "DeliveryError" in getattr(
         decode_dead_letter(out.on("dead-letters")[0].value), "detail", ""
     )
-    assert out.deliveries == 2
+    # the refused one, the dead letters', and the hand-over after the policy (exactly_once
+    # commits the dead letters with the batch's offsets there)
+    assert out.deliveries == 3
 
 
 def test_when_even_dead_letters_are_refused_the_batch_fails(home: Path) -> None:
@@ -319,3 +321,61 @@ def test_ids_are_pseudonymised_with_a_keyed_hash_when_a_key_is_set(home: Path) -
     digest = hmac.new(b"s3cret", b"customer:7", hashlib.sha256).hexdigest()
     assert entity == f"customer:~{digest[:16]}"
     assert sent.key == entity.encode()
+
+
+def test_under_exactly_once_every_record_names_the_input_it_came_from(home: Path) -> None:
+    """Outputs of a batch of several input partitions go in each input's own transaction:
+    rows of customers on two partitions bound for one terminal leave as two records."""
+    step, out, _ = customers(home)
+    out.by_source = True
+    batch = [
+        FakeEvent(FakeMessage("transactions", p, o, b"1", tx(10 * p + o, 7 + p, 20.0, 3)))
+        for p in (0, 1)
+        for o in range(3)
+    ]
+    run(step, batch)
+    sent = out.on("tx-by-terminal")
+    assert len(sent) == 2  # one record per input partition (one terminal, one target)
+    for record, source in zip(out.sent, out.sources, strict=True):
+        assert source is not None
+        rows = decode_rows(record.value, "rows")
+        assert {r[0] // 10 for r in rows} == {source.message.partition}
+    out.by_source = False
+    plain, _, _ = customers(home)
+    run(plain, batch)
+    assert len(plain.outputs.on("tx-by-terminal")) == 1  # type: ignore[attr-defined]
+
+
+def test_under_exactly_once_predictions_and_examples_name_their_input(home: Path) -> None:
+    settings = Settings(home=home)
+    names = internal_topics(settings)
+    out = RecordingOutputs(by_source=True)
+    step = ScoreTransactions(
+        settings, load_model(settings), LearnerReplica(), {}, {}, out, StepMetrics(), names
+    )
+    t = int(T0.timestamp() * 1000)
+    scored = [internal(names["tx"], "rows", [row(p * 100 + 1, t, 20.0)]) for p in (0, 1)]
+    for p, event in enumerate(scored):
+        event.message.partition = p
+    run(step, scored)
+    labels = [
+        FakeEvent(FakeMessage(names["labels"], p, 5, None, encode_rows("labels", [lab])))
+        for p, lab in enumerate([[1, 3, 1, t + 10], [101, 3, 0, t + 10]])
+    ]
+    run(step, labels)
+    predictions = [
+        (s, src) for s, src in zip(out.sent, out.sources, strict=True) if s.topic == "predictions"
+    ]
+    assert len(predictions) == 2
+    for sent, source in predictions:
+        tx_id = int(orjson.loads(sent.value)["event_id"])
+        assert source.message.partition == tx_id // 100
+    training = [
+        (s, src)
+        for s, src in zip(out.sent, out.sources, strict=True)
+        if s.topic == names["training"]
+    ]
+    assert len(training) == 2  # one record per input partition
+    for sent, source in training:
+        (example,) = decode_rows(sent.value, "examples")
+        assert example[0] // 100 == source.message.partition

@@ -39,6 +39,7 @@ class Message:
     generation_id: int | None = None
     acked: bool = False
     tracked: bool = False
+    key: bytes | None = None
 
     @property
     def topic(self) -> str:
@@ -226,3 +227,140 @@ def test_a_consumer_without_the_parts_it_needs_is_refused() -> None:
     del consumer._read_offset
     with pytest.raises(RuntimeError, match="_read_offset"):
         BulkIngress(app).source(["tx"], 10)  # type: ignore[arg-type]
+
+
+class Batch:
+    """aiokafka's record batch, as FaustOutputs fills it."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, timestamp: Any, key: bytes | None, value: bytes | None) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+    def close(self) -> None:
+        pass
+
+
+class Producer:
+    """aiokafka's producer as FaustOutputs uses it; each send's future is the test's."""
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[str, Batch, asyncio.Future[None]]] = []
+        self.client = self  # client.cluster.available_partitions_for_topic
+        self.cluster = self
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def _ensure_producer(self) -> Producer:  # Faust's producer hands out this one
+        return self
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send_batch(self, batch: Batch, topic: str, partition: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sends.append((topic, batch, future))
+        return future
+
+    def answer(self, fail: bool) -> None:
+        """Answer every send not answered yet."""
+        for _, _, future in self.sends:
+            if not future.done():
+                if fail:
+                    future.set_exception(RuntimeError("RecordTooLarge"))
+                else:
+                    future.set_result(None)
+
+
+def test_a_refused_batch_leaves_no_trace_in_state_and_the_batch_built_on_it_is_redone(
+    tmp_path: Any,
+) -> None:
+    """Two batches in flight; the first's outputs are refused. Its payments must count
+    nowhere: not in memory, not in RocksDB, not in the changelog's last word; the second,
+    computed on the refused state, is handled again on the state before it."""
+    from pipelines.runtime.app import create_app
+    from pipelines.runtime.metrics import StepMetrics
+    from pipelines.runtime.outputs import FaustOutputs
+    from pipelines.runtime.policies import FailurePolicies
+    from pipelines.runtime.state import TableState, load, save
+    from pipelines.runtime.steps import DeadLetterSink, start_batch
+    from pipelines.settings import PolicySettings, Settings
+    from tests.pipelines.runtime.test_table_state import Counter
+
+    real = create_app(Settings(home=tmp_path, app_prefix="redo"), "transactions")
+    table = real.Table("counts", default=None, partitions=1, key_type=int, value_type=bytes)
+    producer = Producer()
+
+    class Counting:
+        name = "count"
+
+        def __init__(self) -> None:
+            self.state = TableState(real, table)
+            outputs = FaustOutputs(real, ["dead", "out"], [self.state])
+            outputs.app = type("A", (), {"producer": producer})()  # type: ignore[assignment]
+            self.outputs = outputs
+            self.dead = DeadLetterSink(outputs, "dead", StepMetrics())
+            self.failures = FailurePolicies(PolicySettings(), self.dead)
+            self.handled: list[list[int]] = []
+
+        async def handle(self, events: Any) -> None:
+            self.handled.append([e.message.offset for e in events])
+            for event in events:
+                counter = load(self.state, 1, Counter.from_bytes, event)
+                counter.n += 1
+                save(self.state, 1, counter, event)
+            await self.outputs.send("out", None, b"%d" % counter.n, 0)
+
+    async def scenario() -> None:
+        consumer, app, tx, _ = ingress()
+        step = Counting()
+
+        async def start(events: list[Any]) -> Handover:
+            return await start_batch(step, events)
+
+        async def turns(until: Any, answering: bool = False) -> None:
+            for _ in range(500):  # loop turns, not time
+                if until():
+                    return
+                if answering:  # the broker takes whatever is sent from now on
+                    producer.answer(fail=False)
+                await asyncio.sleep(0)
+            raise AssertionError("never happened")
+
+        runner = asyncio.ensure_future(
+            bulk_run(app, tx, start, 3, 0.0, refetch, depth=2)  # type: ignore[arg-type]
+        )
+        tx.put([Message(T, o, b"v", 1) for o in range(5)], T, consumer)
+        await turns(lambda: step.handled == [[0, 1, 2], [3, 4]])
+        producer.answer(fail=True)  # both batches' sends refused (the second built on 5)
+        # The first batch's dead letters go out, then the second is handled again.
+        await turns(lambda: len(consumer.acks) == 5, answering=True)
+        assert step.handled[2:] == [[3, 4]]
+        assert load(step.state, 1, Counter.from_bytes, tx_event(3)).n == 2  # not 5
+        topic = step.state.changelog
+        changelog = [
+            value for t, batch, _ in producer.sends if t == topic for _, value in batch.records
+        ]
+        assert changelog[-1] == b"2"  # the changelog's last word is the kept state
+        step.state.write_back()
+        assert table.get(1) == b"2"
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+
+
+def tx_event(offset: int) -> Any:
+    from tests.pipelines.fakes import FakeEvent, FakeMessage
+
+    return FakeEvent(FakeMessage("tx", 0, offset, None, b"v"))

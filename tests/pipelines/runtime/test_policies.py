@@ -132,7 +132,8 @@ def test_on_processing_error_dead_letter_sends_every_input_of_the_batch(home: Pa
         decode_dead_letter(out.on("dead-letters")[0].value), "detail", ""
     )
     assert count(metrics, "dead_letters", "processing_error") == 3
-    assert (out.discards, out.deliveries) == (1, 1)  # half-made changes gone; letters out
+    # half-made changes gone; the letters delivered, then handed over (exactly_once commits)
+    assert (out.discards, out.deliveries) == (1, 2)
 
 
 def test_on_processing_error_drop_acks_the_batch_without_dead_letters(home: Path) -> None:
@@ -163,7 +164,9 @@ def test_on_delivery_error_dead_letter_sends_the_refused_batch(home: Path) -> No
     start(customers, events("transactions", GOOD[:2]))
     assert letters(out) == [("processing_error", CUSTOMER_STEP)] * 2
     assert count(metrics, "dead_letters", "processing_error") == 2
-    assert out.deliveries == 2  # the refused outputs, then the dead letters
+    # the refused outputs, the dead letters, then the hand-over that commits them
+    assert out.deliveries == 3
+    assert out.rollbacks == 1  # the refused batch's state changes are not kept
 
 
 def test_on_delivery_error_stop_raises_once_the_broker_refused(home: Path) -> None:

@@ -1,15 +1,17 @@
-"""Properties of the audio-chunk/1 envelope: round trips, and no input ever raises."""
+"""Properties of the audio-chunk/1.1 envelope: round trips, 1.0 still read, no input raises."""
 
 from __future__ import annotations
 
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.audio.codec import (
     HEADER_BYTES,
+    SESSION_BYTES,
     AudioChunk,
     accept_chunk,
     decode_chunk,
@@ -46,13 +48,16 @@ def chunks(draw: st.DrawFn) -> AudioChunk:
         fmt,
         draw(st.integers(-(2**63), 2**63 - 1)),
         pcm,
+        draw(st.one_of(st.just(0), st.integers(1, 2**64 - 1))),
     )
 
 
 @given(chunks())
 def test_round_trip(chunk: AudioChunk) -> None:
     raw = encode_chunk(chunk)
-    assert len(raw) == HEADER_BYTES + len(chunk.stream_id.encode()) + len(chunk.pcm)
+    session_bytes = SESSION_BYTES if chunk.session else 0
+    assert len(raw) == HEADER_BYTES + session_bytes + len(chunk.stream_id.encode()) + len(chunk.pcm)
+    assert raw[7] == (1 if chunk.session else 0)  # the minor version
     assert decode_chunk(raw) == chunk
     samples = to_mono_float(chunk)
     assert samples.dtype == np.float32
@@ -103,3 +108,54 @@ def test_header_fields_are_checked() -> None:
     nan = good[:-4] + struct.pack("<f", float("nan"))
     assert decode_chunk(nan).reason == "bad_samples"  # type: ignore[union-attr]
     assert accept_chunk(None, b"m", 16000, 10).reason == "empty"  # type: ignore[union-attr]
+
+
+def encode_1_0(chunk: AudioChunk) -> bytes:
+    """The envelope as a 1.0 producer writes it (byte 7 reserved, 0; no session)."""
+    sid = chunk.stream_id.encode()
+    codes = {"int16": 1, "float32": 2}
+    header = struct.pack(
+        "<4sBBBBIIQqH",
+        b"SWAC",
+        1,
+        codes[chunk.sample_format],
+        chunk.channels,
+        0,
+        chunk.sample_rate,
+        chunk.frames,
+        chunk.seq,
+        chunk.capture_ns,
+        len(sid),
+    )
+    return header + sid + chunk.pcm
+
+
+@given(chunks())
+def test_a_1_0_envelope_reads_as_session_0_and_session_0_writes_1_0(chunk: AudioChunk) -> None:
+    old = encode_1_0(chunk)
+    decoded = decode_chunk(old)
+    assert isinstance(decoded, AudioChunk)
+    assert decoded.session == 0
+    assert decoded == AudioChunk(
+        chunk.stream_id,
+        chunk.seq,
+        chunk.sample_rate,
+        chunk.channels,
+        chunk.sample_format,
+        chunk.capture_ns,
+        chunk.pcm,
+    )
+    assert encode_chunk(decoded) == old
+
+
+def test_the_session_is_checked() -> None:
+    pcm = np.zeros(2, "<i2").tobytes()
+    good = encode_chunk(AudioChunk("m", 0, 16000, 1, "int16", 0, pcm, session=7))
+    assert decode_chunk(good[:7] + b"\x02" + good[8:]).reason == "unsupported_version"  # type: ignore[union-attr]
+    zero = good[:HEADER_BYTES] + b"\0" * SESSION_BYTES + good[HEADER_BYTES + SESSION_BYTES :]
+    assert decode_chunk(zero).reason == "bad_session"  # type: ignore[union-attr]
+    assert decode_chunk(good[: HEADER_BYTES + 4]).reason == "truncated"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="session"):
+        encode_chunk(AudioChunk("m", 0, 16000, 1, "int16", 0, pcm, session=2**64))
+    with pytest.raises(ValueError, match="session"):
+        encode_chunk(AudioChunk("m", 0, 16000, 1, "int16", 0, pcm, session=-1))

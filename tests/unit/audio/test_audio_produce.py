@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -65,3 +66,46 @@ def test_streams_are_interleaved_chunk_by_chunk() -> None:
     assert order == [(0, "a", b"a0"), (0, "b", b"b0"), (1, "a", b"a1"), (2, "a", b"a2")]
     looped = [(seq, s.stream_id) for seq, s, _ in _schedule([a, b], loop=True, limit=2)]
     assert looped == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+
+
+class RecordingProducer:
+    """kafka-python's producer, as far as ``publish_audio`` uses it, recording the sends."""
+
+    sent: ClassVar[list[tuple[str, bytes, bytes]]] = []
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self.sent.append((topic, key, value))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_run_has_its_own_session_and_counts_from_zero(
+    monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    import kafka
+
+    from pipelines.audio.produce import publish_audio
+    from pipelines.settings import Settings
+    from processors.audio.codec import AudioChunk, decode_chunk
+
+    monkeypatch.setattr(kafka, "KafkaProducer", RecordingProducer)
+    RecordingProducer.sent = []
+    settings = Settings(home=home)
+    stream = AudioStream("mic", chunked(np.zeros(4800, np.float32), 1600))
+    reports = [publish_audio(settings, [stream], realtime=False) for _ in range(2)]
+    chunks = [decode_chunk(value) for _, _, value in RecordingProducer.sent]
+    assert all(isinstance(c, AudioChunk) for c in chunks)
+    runs = [(c.session, c.seq) for c in chunks if isinstance(c, AudioChunk)]
+    first, second = reports[0].session, reports[1].session
+    assert first != second
+    assert all(0 < s < 2**63 for s in (first, second))
+    assert runs == [(first, 0), (first, 1), (first, 2), (second, 0), (second, 1), (second, 2)]
+    publish_audio(settings, [stream], realtime=False, session=0)  # as a 1.0 producer would
+    assert all(value[7] == 0 for _, _, value in RecordingProducer.sent[6:])

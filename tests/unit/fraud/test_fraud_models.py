@@ -246,7 +246,7 @@ def test_a_snapshot_restores_identical_predictions() -> None:
     damaged[-10] ^= 0xFF
     with pytest.raises(SnapshotError, match="checksum"):
         OnlineFraudLearner.from_bytes(bytes(damaged))
-    with pytest.raises(SnapshotError, match="not a format-1"):
+    with pytest.raises(SnapshotError, match="not a format-2"):
         OnlineFraudLearner.from_bytes(b"x" * 100)
     with pytest.raises(SnapshotError, match="at least"):
         OnlineFraudLearner.from_bytes(raw[:10])

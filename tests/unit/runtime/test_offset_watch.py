@@ -246,3 +246,46 @@ def test_a_coordinator_that_cannot_answer_leaves_the_partition_unchecked(
     """The stream goes on (the check is skipped) instead of its agent dying."""
     assert asyncio.run(faust_committed(_app(ConnectionError("gone")))(P0)) is None
     assert "no committed offset from the coordinator (ConnectionError('gone'))" in caplog.text
+
+
+class Flaky(Kafka):
+    """A broker whose read-back fails ``fails`` times (a timeout), then answers."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+
+    async def refetch(
+        self, topic: str, partition: int, start: int, end: int
+    ) -> list[RecoveredMessage]:
+        if self.fails:
+            self.fails -= 1
+            raise TimeoutError(f"could not read {topic}/{partition}@{start}..{end - 1}")
+        return await super().refetch(topic, partition, start, end)
+
+
+def test_a_read_back_that_times_out_is_tried_again() -> None:
+    kafka = Flaky(fails=2)
+    watch = OffsetWatch(kafka.refetch, attempts=3, retry_s=0.0)
+    assert see(watch, [0, 1, 5]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_read_back_that_keeps_failing_stops_the_worker_instead_of_the_agent() -> None:
+    from pipelines.runtime.offsets import RefetchFailed
+    from pipelines.runtime.policies import StopWorker
+
+    watch = OffsetWatch(Flaky(fails=5).refetch, attempts=3, retry_s=0.0)
+    with pytest.raises(RefetchFailed, match=r"could not read back offsets 2\.\.4 in 3 tries") as e:
+        see(watch, [0, 1, 5])
+    assert isinstance(e.value, StopWorker)  # the stage stops the worker: nothing skipped
+
+
+def test_under_exactly_once_jumps_are_commit_markers_and_ranges_stay_whole() -> None:
+    kafka = Kafka()
+    watch = OffsetWatch(kafka.refetch, read_jumps=False)
+    offsets = [o for start in range(0, 300, 3) for o in (start, start + 1)]  # a marker every 3
+    assert see(watch, offsets, done=True) == offsets
+    assert kafka.calls == []  # nothing read back
+    assert watch.admitted[P0].spans == [[0, 298]]
+    assert watch.handled[P0].spans == [[0, 298]]
+    assert see(watch, [297, 298], generation=2) == []  # handled: repeats after a rebalance
