@@ -8,6 +8,8 @@ Every stream's trees are the same random trees (same features, limits and seed),
 builds them on the first ``learn_one``, which costs about 15 ms of pure Python per stream
 (about three seconds of that stream's steady-state analysis). So they are built once per
 configuration, into a template that has learned nothing, and each stream starts from a copy.
+:meth:`StreamAnomaly.state` and :meth:`StreamAnomaly.restore` carry what a stream learned
+as data (:mod:`models.hst_state`), for the checkpoints that follow its partition.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import pickle
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 from river import anomaly, compose, preprocessing
+
+from models.hst_state import hst_state, restore_hst, restore_scaler, scaler_state
 
 __all__ = ["StreamAnomaly"]
 
@@ -100,3 +105,18 @@ class StreamAnomaly:
         self.model.learn_one(x)
         self.seen += 1
         return score, {name: float(z) for name, z in scaled.items()}
+
+    def state(self) -> dict[str, Any]:
+        """What this detector learned, as data: windows seen, the scaler, the trees' masses."""
+        return {
+            "seen": self.seen,
+            "scaler": scaler_state(self.model["StandardScaler"]),
+            "trees": hst_state(self.model["HalfSpaceTrees"]),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`state` of a detector of the same features, window and seed
+        (``StateCodecError`` for other trees or a damaged state)."""
+        restore_scaler(self.model["StandardScaler"], state["scaler"])
+        restore_hst(self.model["HalfSpaceTrees"], state["trees"], dict.fromkeys(self.names, 0.0))
+        self.seen = int(state["seen"])

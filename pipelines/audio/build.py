@@ -5,8 +5,10 @@
 every stage: :mod:`pipelines.runtime.stages`) and a timer that notices streams whose chunks
 stopped (not while the worker rebalances: it reads nothing then). The step learns which
 partitions of ``audio-chunks`` this worker holds from the assignor
-(:func:`assigned_partitions`). This is the only module of the audio pipeline that imports
-Faust.
+(:func:`assigned_partitions`), and checkpoints each stream's state to the compacted
+``<app_prefix>-audio-state`` topic every ``STREAMWISE_AUDIO__CHECKPOINT_S`` seconds
+(:mod:`pipelines.runtime.checkpoints`; the worker creates the topic). This is the only
+module of the audio pipeline that imports Faust.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from models.silero_vad import SileroVad
 from models.sound_classifier import OnnxSoundClassifier, SoundClassifier
 from pipelines.audio.step import STEP, AnalyzeAudio
 from pipelines.runtime.app import raw_topic
+from pipelines.runtime.checkpoints import Checkpoints, state_topic
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import FaustOutputs
 from pipelines.runtime.stages import Stages
@@ -72,10 +75,11 @@ def build(app: faust.App, settings: Settings) -> AudioPipeline:
     vad, classifier = load_models(settings)
     analyzer = AudioAnalyzer(settings.audio, vad, classifier)
     source = raw_topic(app, t.audio_chunks, t.partitions)
-    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters])
+    checkpoints = Checkpoints(settings, state_topic(settings, "audio"), settings.audio.checkpoint_s)
+    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, checkpoints.topic])
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     assigned = assigned_partitions(app, t.audio_chunks)
-    step = AnalyzeAudio(settings, analyzer, outputs, metrics, executor, assigned)
+    step = AnalyzeAudio(settings, analyzer, outputs, metrics, executor, assigned, checkpoints)
 
     stages = Stages(app, settings)
     analyze_audio = stages.declare(source, step, worker.batch_size, worker.batch_within_s)

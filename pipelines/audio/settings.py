@@ -34,6 +34,9 @@ class AudioSettings(BaseModel):
     classifier_classes: Path | None = None
     classifier_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     classifier_top: int = Field(default=3, ge=1, le=100)
+    # A stream's state is checkpointed with its partition at most this often (seconds of
+    # wall clock, at the end of a batch that touched it): pipelines/runtime/checkpoints.py.
+    checkpoint_s: float = Field(default=5.0, ge=0.1, le=3600.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> AudioSettings:

@@ -6,10 +6,15 @@ loop by :class:`~processors.audio.analyzer.AudioAnalyzer` (VAD batched across ev
 of the batch), and one prediction per window and the alerts are sent before the batch is
 acked. :mod:`pipelines.audio.build` declares it on a Faust app.
 
-The step follows its input partitions (``assigned()``, given by the build): at the start of
-each batch and of each stall check, a stream whose partition went to another worker is
-forgotten without an alert, and so is a stream of a partition assigned anew (another
-worker had it meanwhile, so what this worker remembers of it is stale).
+The step follows its input partitions (:class:`~pipelines.runtime.assignment.Assignment`
+over ``assigned()``, given by the build): at the start of each batch and of each stall
+check, a stream whose partition went to another worker is forgotten without an alert, and so
+is a stream of a partition assigned anew; then the streams of each newly held partition are
+restored from its partition of the state topic (:mod:`pipelines.runtime.checkpoints`,
+:mod:`processors.audio.snapshot`). At the end of a batch, each stream it touched is
+checkpointed there when its last checkpoint is older than ``checkpoint_s``, and at once when
+the batch raised an alert for it: so the state a worker restores never disagrees with the
+alerts already committed (no speech segment ended twice, no level raised twice).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from time import perf_counter
@@ -26,6 +31,8 @@ from typing import Any
 from prometheus_client import Counter
 
 from models.silero_vad import RATE
+from pipelines.runtime.assignment import Assignment
+from pipelines.runtime.checkpoints import Checkpoints
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs
 from pipelines.runtime.policies import FailurePolicies
@@ -56,7 +63,10 @@ class AnalyzeAudio:
         metrics: StepMetrics,
         executor: Executor | None = None,
         assigned: Callable[[], frozenset[int]] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
+        """``assigned``: the input partitions held now (None: all, for good);
+        ``checkpoints``: where streams' state goes and comes back from (None: nowhere)."""
         self.settings = settings
         self.analyzer = analyzer
         self.outputs = outputs
@@ -78,9 +88,32 @@ class AnalyzeAudio:
             ["step"],
             registry=metrics.registry,
         )
-        self.assigned = assigned  # the input partitions this worker holds; None: all of them
-        self.held: frozenset[int] | None = None  # as last seen
-        self.partition_of: dict[str, int] = {}  # each known stream's input partition
+        self.skipped = Counter(
+            "streamwise_audio_skipped_chunks",
+            "Chunks a restored stream went on past (analysed after its checkpoint, elsewhere)",
+            ["step"],
+            registry=metrics.registry,
+        )
+        self.restored = Counter(
+            "streamwise_audio_streams_restored",
+            "Streams taken back from their checkpoint when their partition was assigned",
+            ["step"],
+            registry=metrics.registry,
+        )
+        self.checkpointed = Counter(
+            "streamwise_audio_checkpoints",
+            "Stream checkpoints sent to the state topic",
+            ["step"],
+            registry=metrics.registry,
+        )
+        self.checkpoint_bytes = Counter(
+            "streamwise_audio_checkpoint_bytes",
+            "Bytes of stream checkpoints sent to the state topic",
+            ["step"],
+            registry=metrics.registry,
+        )
+        self.assignment = Assignment(assigned)  # each known stream's input partition
+        self.checkpoints = checkpoints
         self.versions = {"vad": analyzer.vad.version, "anomaly": "river-halfspacetrees/0.26"}
         if analyzer.classifier is not None:
             self.versions["classifier"] = analyzer.classifier.version
@@ -103,18 +136,20 @@ class AnalyzeAudio:
         if valid:
             chunks = [chunk for _, chunk in valid]
             loop = asyncio.get_running_loop()
+            last = {chunk.stream_id: event for event, chunk in valid}
             async with self.lock:
-                self.follow_assignment()
+                await self.follow_assignment()
                 for event, chunk in valid:
-                    self.partition_of[chunk.stream_id] = event.message.partition
+                    self.assignment.note(chunk.stream_id, event.message.partition)
                 result = await loop.run_in_executor(
                     self.executor, self.analyzer.process, chunks, time.monotonic()
                 )
-                self.forget_unheld({event.message.partition for event, _ in valid})
+                self._evict(self.assignment.unheld({e.message.partition for e, _ in valid}))
+                states = await self.snapshot(result, last)
             for index, detail in result.late_chunks:  # came after their place was filled
                 await self.failures.late(valid[index][0], STEP, detail)
-            last = {chunk.stream_id: event for event, chunk in valid}
             await self.emit(result, last)
+            await self.send_checkpoints(states, last)
         m = self.metrics
         m.events.labels(STEP, "ok").inc(len(valid))
         m.events.labels(STEP, "dead_letter").inc(len(rejected))
@@ -130,6 +165,7 @@ class AnalyzeAudio:
         m.events.labels(STEP, "duplicate").inc(result.duplicates)
         m.events.labels(STEP, "late").inc(result.late)
         self.gaps.labels(STEP).inc(result.gap_chunks)
+        self.skipped.labels(STEP).inc(result.skipped_chunks)
         for w in result.windows:
             prediction = Prediction(
                 pipeline=PIPELINE,
@@ -173,39 +209,85 @@ class AnalyzeAudio:
         )
         self.metrics.alerts.labels(STEP, finding.kind).inc()
 
-    def follow_assignment(self) -> list[str]:
-        """Forget the streams of partitions no longer held or newly assigned; on any change
-        count every stream's silence afresh (the worker did not read while rebalancing).
-        Call with ``self.lock`` held; returns the streams forgotten."""
-        if self.assigned is None:
+    async def snapshot(self, result: BatchResult, last: dict[str, Any]) -> dict[str, bytes]:
+        """The checkpoints due of the streams of this batch (those with an alert, always),
+        made off the loop. Call with ``self.lock`` held, right after ``process``."""
+        if self.checkpoints is None:
+            return {}
+        held = [sid for sid in last if sid in self.analyzer.streams]
+        alerted = {f.stream_id for f in result.findings}
+        due = set(self.checkpoints.due(held)) | (alerted & set(held))
+        if not due:
+            return {}
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.analyzer.snapshot, sorted(due))
+
+    async def send_checkpoints(self, states: dict[str, bytes], last: dict[str, Any]) -> None:
+        """Each state to its input partition's number of the state topic, in the batch of
+        its stream's last event (so in that partition's transaction under exactly_once)."""
+        if self.checkpoints is None or not states:
+            return
+        for sid, value in states.items():
+            source = last[sid]
+            await self.checkpoints.send(self.outputs, sid, source.message.partition, value, source)
+            self.checkpoint_bytes.labels(STEP).inc(len(value))
+        self.checkpointed.labels(STEP).inc(len(states))
+        self.checkpoints.written(states)
+
+    async def follow_assignment(self) -> list[str]:
+        """On a change of the partitions held: forget the streams of partitions no longer
+        held or newly assigned, count every stream's silence afresh (the worker did not read
+        while rebalancing), and restore the streams of the newly held partitions from their
+        checkpoints. Call with ``self.lock`` held; returns the streams restored."""
+        change = self.assignment.follow()
+        if change is None:
             return []
-        held = self.assigned()
-        if held == self.held:
-            return []
-        before, self.held = self.held, held
-        fresh = held - before if before is not None else frozenset()
-        drop = [sid for sid, p in self.partition_of.items() if p not in held or p in fresh]
-        evicted = self._evict(drop)
+        evicted = self._evict(change.forget)
         self.analyzer.restart_stall_clocks(time.monotonic())
+        restored = await self.restore(change.restore)
         log.info(
-            "%s: input partitions now %s (were %s); forgot %d streams",
+            "%s: input partitions now %s (were %s); forgot %d streams, restored %d",
             STEP,
-            sorted(held),
-            sorted(before) if before is not None else "unknown",
+            sorted(change.held),
+            sorted(change.before) if change.before is not None else "unknown",
             len(evicted),
+            len(restored),
         )
-        return evicted
+        return restored
 
-    def forget_unheld(self, partitions: set[int]) -> list[str]:
-        """Forget streams of ``partitions`` not held (records fetched before a revocation)."""
-        if self.held is None or partitions <= self.held:
+    async def restore(self, partitions: Iterable[int]) -> list[str]:
+        """Take back the streams checkpointed in ``partitions`` (decoding off the loop),
+        each noted on its partition so that it is forgotten when that partition goes.
+
+        A checkpoint older than the input's retention is not restored (that stream's chunks
+        are gone); one older than ``dead_after_s`` comes back as already stalled, so a stream
+        that ended before the move raises no second ``dead_microphone`` here."""
+        if self.checkpoints is None:
             return []
-        gone = partitions - self.held
-        return self._evict([sid for sid, p in self.partition_of.items() if p in gone])
-
-    def _evict(self, ids: list[str]) -> list[str]:
+        stored = await self.checkpoints.stored(partitions)
+        wall = time.time()
+        keep_s = self.settings.topics.retention_hours * 3600.0
+        fresh = {sid: s for sid, s in stored.items() if s.age_s(wall) < keep_s}
+        quiet = {
+            sid for sid, s in fresh.items() if s.age_s(wall) >= self.settings.audio.dead_after_s
+        }
+        if not fresh:
+            return []
+        loop = asyncio.get_running_loop()
+        states = {sid: s.value for sid, s in fresh.items()}
+        ids = await loop.run_in_executor(
+            self.executor, self.analyzer.restore, states, time.monotonic(), quiet
+        )
         for sid in ids:
-            del self.partition_of[sid]
+            self.assignment.note(sid, fresh[sid].partition)
+        self.restored.labels(STEP).inc(len(ids))
+        return ids
+
+    def _evict(self, ids: Iterable[str]) -> list[str]:
+        ids = list(ids)
+        self.assignment.forget(ids)
+        if self.checkpoints is not None:
+            self.checkpoints.forget(ids)
         evicted = self.analyzer.evict(ids)
         self.evicted.labels(STEP).inc(len(evicted))
         return evicted
@@ -219,7 +301,7 @@ class AnalyzeAudio:
         """
         loop = asyncio.get_running_loop()
         async with self.lock:
-            self.follow_assignment()
+            await self.follow_assignment()
             findings = await loop.run_in_executor(
                 self.executor, self.analyzer.check_stalled, time.monotonic()
             )

@@ -1,8 +1,14 @@
-"""The bench's view of a predictions topic: when each event was first predicted."""
+"""The bench's view of a predictions topic: when each event was first predicted, and seen.
+
+It reads ``read_committed``, as the outputs' consumers must (docs/operations.md, "Delivery
+guarantees"): under ``exactly_once`` a prediction counts once its transaction committed, and
+an aborted one never does; under ``at_least_once`` (no transactions) nothing changes.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import orjson
 
@@ -10,13 +16,18 @@ from pipelines.bench.harness import BenchError
 from pipelines.bench.waiting import wait_until
 from pipelines.bench.worker_process import WorkerProcess
 from pipelines.kafka.bulk_io import read_from_start
+from pipelines.kafka.compacted import ISOLATION_LEVEL
 from pipelines.settings import Settings
 
 __all__ = ["PredictionReader"]
 
+Batch = list[tuple[bytes, int]]  # (value, Kafka timestamp ms)
+
 
 class PredictionReader:
-    """Reads a predictions topic in a thread: first Kafka timestamp (ms) per ``event_id``.
+    """Reads a predictions topic in a thread: per ``event_id``, the first prediction's Kafka
+    timestamp (ms, when the worker sent it) and when the reader first received it (epoch ms:
+    under ``exactly_once``, after its transaction committed).
 
     It reads with :func:`pipelines.kafka.bulk_io.read_from_start` (record parsing in C), so
     the reader takes little of the cores the worker it measures runs on."""
@@ -25,6 +36,7 @@ class PredictionReader:
         self.settings = settings
         self.topic = topic
         self.first_ms: dict[str, int] = {}
+        self.seen_ms: dict[str, int] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -39,21 +51,25 @@ class PredictionReader:
                 self._add,
                 self._stop.is_set,
                 client_id=f"{self.settings.app_prefix}-reader",
+                isolation_level=ISOLATION_LEVEL,
             )
         except Exception as exc:
             with self._changed:
                 self._error = exc
                 self._changed.notify_all()
 
-    def _add(self, batch: list[tuple[bytes, int]]) -> None:
+    def _add(self, batch: Batch) -> None:
+        now_ms = round(time.time() * 1000)
         seen = [(str(orjson.loads(value)["event_id"]), ms) for value, ms in batch]
         with self._changed:
             for event_id, ms in seen:
                 self.first_ms[event_id] = min(ms, self.first_ms.get(event_id, ms))
+                self.seen_ms.setdefault(event_id, now_ms)
             self._changed.notify_all()
 
     def wait_for(self, count: int, worker: WorkerProcess, timeout_s: float) -> dict[str, int]:
-        """Block until ``count`` distinct events have a prediction; return a snapshot."""
+        """Block until ``count`` distinct events have a prediction; return a snapshot of
+        their first timestamps."""
 
         def enough() -> bool:
             if len(self.first_ms) >= count:
@@ -79,6 +95,11 @@ class PredictionReader:
                 pause=self._changed.wait,
             )
             return dict(self.first_ms)
+
+    def seen(self) -> dict[str, int]:
+        """A snapshot of when each event's prediction was first received (epoch ms)."""
+        with self._changed:
+            return dict(self.seen_ms)
 
     def close(self) -> None:
         """Stop reading (within 200 ms) and join the thread."""

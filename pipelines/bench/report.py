@@ -16,10 +16,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from pipelines.bench.guarantees import EOS_GOAL, verdict
 from pipelines.bench.host import DRIFT, PROBE_EVERY_S, host_drift
 from pipelines.kafka.bulk_io import CLIENT
 
-__all__ = ["detail_lines", "format_report", "table_lines"]
+__all__ = ["detail_lines", "format_report", "guarantee_lines", "table_lines"]
 
 Justify = Literal["left", "right"]
 _WIDTH = 400  # wider than any row: a report's lines are never wrapped
@@ -66,11 +67,7 @@ def format_report(report: dict[str, Any]) -> str:
     throughput = [
         (f"produce (pre-load, {CLIENT})", report["produce_rate"], None),
         (f"raw passthrough ({CLIENT})", report["passthrough"]["events_per_s"], 1.0),
-        (
-            f"pipeline worker (batch {w.get('batch_size', '?')})",
-            w["events_per_s"],
-            r["worker_vs_passthrough"],
-        ),
+        *_worker_rows(report),
         (
             f"naive worker (batch 1, {n['events']:,} events, empty state)",
             n["events_per_s"],
@@ -92,8 +89,15 @@ def format_report(report: dict[str, Any]) -> str:
             ("left", "right", "right"),
             (0, 10),
         ),
+        *guarantee_lines(report),
     ]
+    measured = report.get("modes") or {}
     details = [
+        *(
+            [("pipeline worker figures", f"of the {report['guarantee']} run (both above)")]
+            if len(measured) > 1
+            else []
+        ),
         ("pipeline worker vs naive", f"{r['worker_vs_naive']:.2f}x"),
         (
             "pipeline worker wall time",
@@ -134,6 +138,82 @@ def format_report(report: dict[str, Any]) -> str:
         "compare them, don't quote them."
     )
     return "\n".join(lines)
+
+
+def _worker_rows(report: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """The throughput table's pipeline worker row: one a mode if the run measured modes."""
+    w, r = report["worker"], report["ratios"]
+    modes: dict[str, Any] = report.get("modes") or {}
+    if not modes:  # a report from before --guarantee
+        label = f"pipeline worker (batch {w.get('batch_size', '?')})"
+        return [(label, w["events_per_s"], r["worker_vs_passthrough"])]
+    return [
+        (
+            f"pipeline worker (batch {m['worker'].get('batch_size', '?')}, {name})",
+            m["worker"]["events_per_s"],
+            m.get("vs_passthrough"),
+        )
+        for name, m in modes.items()
+    ]
+
+
+def guarantee_lines(report: dict[str, Any]) -> list[str]:
+    """A row per delivery guarantee measured (throughput, latency, memory, CPU), and
+    exactly-once's throughput over at-least-once's against the goal, if both ran."""
+    modes: dict[str, Any] = report.get("modes") or {}
+    if not modes:
+        return []
+    base = modes.get("at_least_once", {}).get("worker", {}).get("events_per_s")
+    rows = []
+    for name, m in modes.items():
+        w, lat = m["worker"], m["latency"]
+        vs = "" if not base else f"{w['events_per_s'] / base:.2f}"
+        rows.append(
+            (
+                name,
+                f"{w['events_per_s']:,.0f}",
+                vs,
+                f"{lat['p50_ms']:,.0f} / {lat['p99_ms']:,.0f}",
+                _pair(lat, "visible_p50_ms", "visible_p99_ms"),
+                f"{w['peak_rss_mib']:,.0f}",
+                f"{w['cpu_us_per_event']:,.0f}",
+            )
+        )
+    lines = [
+        "",
+        *table_lines(
+            (
+                "guarantee",
+                "payments/s",
+                "vs at_least_once",
+                "latency p50 / p99 ms",
+                "received p50 / p99 ms",
+                "peak RSS MiB",
+                "CPU µs/payment",
+            ),
+            rows,
+            ("left", "right", "right", "right", "right", "right", "right"),
+        ),
+    ]
+    lines.append(
+        "  latency: from the send to the prediction's timestamp, and to when a read_committed "
+        "reader received it (under exactly_once: after its commit)"
+    )
+    eos = report["ratios"].get("exactly_once_vs_at_least_once")
+    if eos is not None:
+        goal = float(report.get("eos_goal", EOS_GOAL))
+        lines.append(
+            f"  exactly_once / at_least_once throughput: {eos:.2f} ({verdict(eos, goal)}; "
+            "at_least_once ran first, on the same load)"
+        )
+    return lines
+
+
+def _pair(part: dict[str, Any], first: str, second: str) -> str:
+    """``a / b`` of two figures of ``part``, or a dash if it has none (an older report)."""
+    if first not in part or second not in part:
+        return "-"
+    return f"{part[first]:,.0f} / {part[second]:,.0f}"
 
 
 def _label_lines(worker: dict[str, Any]) -> list[tuple[str, str]]:

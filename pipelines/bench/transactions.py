@@ -42,7 +42,20 @@ its own (``bench-<8 hex>``, deleted at the end), so it runs beside a live deploy
    the send timestamp. The worker's CPU over that load says how busy half its rate keeps it.
 5. *Naive*: a second worker with micro-batches of one event (one table update, one scoring
    call, one ack per event) on a smaller copy of the load, to show what batching buys. It
-   starts from empty state (a history would take it an hour), which flatters it.
+   starts from empty state (a history would take it an hour), which flatters it. It runs
+   ``at_least_once`` whatever the guarantee measured (a transaction an event would measure
+   the broker's commits, not batching).
+
+*Delivery guarantees* (``guarantee``, ``--guarantee``; default
+``STREAMWISE_PROCESSING_GUARANTEE``): ``exactly_once`` runs steps 3 and 4 twice between the
+two passthroughs, first ``at_least_once`` (the baseline), then ``exactly_once``, each on
+topics, consumer groups, transactional ids and a state folder of its own
+(``<run>-alo``, ``<run>-eos``: :mod:`pipelines.bench.guarantees`) with the same history,
+backlog and paced load; the report has a row for each and exactly-once's throughput over
+at-least-once's against the 0.9 goal. The predictions are read ``read_committed``, so an
+exactly-once prediction counts once its transaction committed; its latency is given both
+from its Kafka timestamp (when the worker sent it) and from when the reader received it
+(which includes the commit).
 
 A fixed pure-Python loop is timed just before each passthrough (:mod:`pipelines.bench.host`):
 how fast Python runs on this host at that moment (other load on it included), to compare
@@ -62,8 +75,16 @@ import contextlib
 import math
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from pipelines.bench.guarantees import (
+    EOS_GOAL,
+    eos_ratio,
+    mode_prefix,
+    modes_for,
+    with_guarantee,
+)
 from pipelines.bench.harness import (
     MIB,
     create_run_topics,
@@ -77,6 +98,7 @@ from pipelines.bench.harness import (
 from pipelines.bench.host import HostProbe, check_cpu, machine_info
 from pipelines.bench.load import (
     TX_PER_DAY,
+    Item,
     labels_of,
     simulated_load,
     split_load,
@@ -111,6 +133,7 @@ def run_bench(
     warm_days: int | None = None,
     learner: str = "inline",
     pin_cpu: int | None = None,
+    guarantee: str | None = None,
 ) -> dict[str, Any]:
     """Run every step described in the module docstring once; return the results.
 
@@ -119,6 +142,9 @@ def run_bench(
     its learner and a ``fraud-learner`` process beside it (the naive worker keeps its own).
     ``pin_cpu`` runs both workers on that CPU alone (all their threads; a separate learner
     is not pinned) with a :class:`HostProbe` on it, whose readings go into the results.
+    ``guarantee`` (default: the settings') ``exactly_once`` measures the pipeline worker
+    under ``at_least_once`` too, as its baseline; ``worker`` and ``latency`` in the result
+    are the asked guarantee's, ``modes`` has each mode's.
     """
     if pipeline != "transactions":
         raise ValueError(f"no bench for pipeline {pipeline!r}")
@@ -132,24 +158,28 @@ def run_bench(
         raise ValueError("warm_days must not be negative")
     if pin_cpu is not None:
         check_cpu(pin_cpu)
+    guarantee = guarantee or settings.processing_guarantee
+    modes = modes_for(guarantee)
     warm = warm_days * TX_PER_DAY
     ensure_broker(settings)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     base = (settings.home / "bench" / run_id).resolve()
-    main = isolated_settings(settings, run_id, base / "pipeline")
-    main = main.model_copy(
-        update={"transactions": main.transactions.model_copy(update={"learner": learner})}
+    mains = {g: _mode_settings(settings, run_id, base, g, modes, learner) for g in modes}
+    main = mains[modes[0]]  # its client settings and prefix serve the passthrough too
+    naive = isolated_settings(
+        with_guarantee(settings, "at_least_once"), f"{run_id}-naive", base / "naive", batch_size=1
     )
-    naive = isolated_settings(settings, f"{run_id}-naive", base / "naive", batch_size=1)
     passthrough_in, passthrough_out = f"{run_id}-passthrough-in", f"{run_id}-passthrough-out"
     naive_events = min(events, max(1000, events // 10))
-    say(f"run {run_id}: {events:,} events, state in {base}")
+    say(f"run {run_id}: {events:,} events, {' then '.join(modes)}, state in {base}")
     with run_scope(settings, run_id, base), contextlib.ExitStack() as stack:
         probe = None
         if pin_cpu is not None:
             probe = HostProbe(pin_cpu)
             stack.callback(probe.stop)
         create_run_topics(main, [passthrough_in, passthrough_out])
+        for other in modes[1:]:
+            create_run_topics(mains[other])
         create_run_topics(naive)
         delay = timedelta(milliseconds=main.transactions.label_delay_ms)
         load = simulated_load(warm + events + events // 2, delay)
@@ -165,11 +195,12 @@ def run_bench(
         spare, _ = labels_of(spare, known)
         passthrough_load, _ = labels_of(backlog, set())  # its transactions only
         produce_rate = preload(main, {"tx": passthrough_in}, passthrough_load)
-        if history:
-            produce_rate = preload(main, topics_of(main), history)
-            say(f"pre-loaded {warm:,} transactions of history at {produce_rate:,.0f}/s")
-        else:  # no history to wait for: measured from the first to the last prediction
-            preload(main, topics_of(main), backlog)
+        for mode in mains.values():  # each mode its own copy, on its own topics
+            if history:
+                produce_rate = preload(mode, topics_of(mode), history)
+                say(f"pre-loaded {warm:,} transactions of history at {produce_rate:,.0f}/s")
+            else:  # no history to wait for: measured from the first to the last prediction
+                preload(mode, topics_of(mode), backlog)
         naive_load, _ = labels_of(split_load(load, naive_events)[0], set())
         preload(naive, topics_of(naive), naive_load)
 
@@ -178,30 +209,10 @@ def run_bench(
         )
         say(f"raw passthrough: {passthrough_before:,.0f} events/s")
 
-        say(f"pipeline worker {main.app_prefix} (batch {main.worker.batch_size})")
-        worker, reader, measured = (
-            measure_worker(
-                main, pipeline, history, backlog=backlog, labels_after=history_labels, probe=probe
-            )
-            if history
-            else measure_worker(main, pipeline, backlog, probe=probe)
-        )
-        try:
-            say(
-                f"pipeline worker: {measured['events_per_s']:,.0f} transactions/s, "
-                f"{measured['learned']:,} of {measured['labels']:,} labels learned"
-            )
-            half = measured["events_per_s"] / 2
-            count = max(1, min(events // 2, int(half * _LATENCY_SECONDS)))
-            latency = measure_latency(
-                main, worker, reader, split_load(spare, count)[0], half, probe
-            )
-        finally:
-            reader.close()
-            worker.stop()
-        measured["peak_rss_mib"] = worker.peak_rss / MIB
-        measured["batch_size"] = main.worker.batch_size
-        say(f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms")
+        results = {
+            g: _measure_mode(mains[g], pipeline, (history, history_labels, backlog, spare), probe)
+            for g in modes
+        }
         passthrough_after, reference_after = passthrough(
             main, passthrough_in, passthrough_out, events, "after"
         )
@@ -216,7 +227,9 @@ def run_bench(
         say(f"naive worker: {naive_measured['events_per_s']:,.0f} events/s")
 
     passthrough_rate = (passthrough_before + passthrough_after) / 2
-    worker_rate = float(measured["events_per_s"])
+    rates = {g: float(r["worker"]["events_per_s"]) for g, r in results.items()}
+    worker_rate = rates[guarantee]
+    eos = eos_ratio(rates)
     naive_rate = float(naive_measured["events_per_s"])
     return {
         "pipeline": pipeline,
@@ -232,18 +245,83 @@ def run_bench(
         },
         "host_reference_us": {"before": reference_before, "after": reference_after},
         "learner": learner,
-        "worker": measured,
+        "guarantee": guarantee,
+        "modes": {
+            g: {**r, "vs_passthrough": ratio(rates[g], passthrough_rate)}
+            for g, r in results.items()
+        },
+        "worker": results[guarantee]["worker"],
         "naive": {
             "events": naive_events,
             "events_per_s": naive_rate,
             **({"host_probe": naive_measured["host_probe"]} if probe is not None else {}),
         },
         "pin_cpu": pin_cpu,
-        "latency": latency,
+        "latency": results[guarantee]["latency"],
         "ratios": {
             "worker_vs_passthrough": ratio(worker_rate, passthrough_rate),
             "naive_vs_passthrough": ratio(naive_rate, passthrough_rate),
             "worker_vs_naive": ratio(worker_rate, naive_rate),
+            **({} if eos is None else {"exactly_once_vs_at_least_once": eos}),
         },
+        **({} if eos is None else {"eos_goal": EOS_GOAL}),
         "machine": machine_info(),
     }
+
+
+def _mode_settings(
+    settings: Settings,
+    run_id: str,
+    base: Path,
+    guarantee: str,
+    modes: tuple[str, ...],
+    learner: str,
+) -> Settings:
+    """The pipeline worker's settings for one mode: its guarantee, and topics, groups, app
+    prefix and state folder of its own, so that no mode reads another's offsets or state."""
+    prefix = mode_prefix(run_id, guarantee, modes)
+    home = base / ("pipeline" if prefix == run_id else prefix.removeprefix(f"{run_id}-"))
+    main = isolated_settings(with_guarantee(settings, guarantee), prefix, home)
+    return main.model_copy(
+        update={"transactions": main.transactions.model_copy(update={"learner": learner})}
+    )
+
+
+_Loads = tuple[list[Item], list[Item], list[Item], list[Item]]  # history, labels, backlog, spare
+
+
+def _measure_mode(
+    main: Settings, pipeline: str, loads: _Loads, probe: HostProbe | None
+) -> dict[str, Any]:
+    """Steps 3 and 4 for one mode's worker: throughput over the backlog after the history
+    (or over the pre-loaded backlog without one), then latency at half that rate."""
+    history, history_labels, backlog, spare = loads
+    say(
+        f"pipeline worker {main.app_prefix} ({main.processing_guarantee}, "
+        f"batch {main.worker.batch_size})"
+    )
+    worker, reader, measured = (
+        measure_worker(
+            main, pipeline, history, backlog=backlog, labels_after=history_labels, probe=probe
+        )
+        if history
+        else measure_worker(main, pipeline, backlog, probe=probe)
+    )
+    try:
+        say(
+            f"pipeline worker: {measured['events_per_s']:,.0f} transactions/s, "
+            f"{measured['learned']:,} of {measured['labels']:,} labels learned"
+        )
+        half = measured["events_per_s"] / 2
+        count = max(1, min(len(transactions(backlog)) // 2, int(half * _LATENCY_SECONDS)))
+        latency = measure_latency(main, worker, reader, split_load(spare, count)[0], half, probe)
+    finally:
+        reader.close()
+        worker.stop()
+    measured["peak_rss_mib"] = worker.peak_rss / MIB
+    measured["batch_size"] = main.worker.batch_size
+    say(
+        f"latency p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms "
+        f"(received: {latency['visible_p50_ms']:.0f} / {latency['visible_p99_ms']:.0f} ms)"
+    )
+    return {"worker": measured, "latency": latency, "app_prefix": main.app_prefix}

@@ -40,15 +40,30 @@ def bench() -> None:
     "separate learner is not pinned), with a probe timing the host reference loop on it "
     "every 0.5 s, reported for each measured span [default: not pinned, no probe].",
 )
+@click.option(
+    "--guarantee",
+    type=click.Choice(["at_least_once", "exactly_once"]),
+    default=None,
+    help="The pipeline worker's delivery guarantee. exactly_once also measures at_least_once "
+    "in the same run, on topics of its own, as its baseline, and prints both and their "
+    "throughput ratio against the 0.9 goal [default: STREAMWISE_PROCESSING_GUARANTEE, "
+    "at_least_once unless set].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_transactions(
-    events: int, warm_days: int | None, learner: str, pin_cpu: int | None, as_json: bool
+    events: int,
+    warm_days: int | None,
+    learner: str,
+    pin_cpu: int | None,
+    guarantee: str | None,
+    as_json: bool,
 ) -> None:
     """Throughput, latency, CPU per event and RSS of the transactions worker vs a raw
     passthrough (run before and after the worker; the mean is the baseline), with windows as
     full as in production (after WARM_DAYS of history) and each payment's label published
     when due (a week later), so the learner's work is in the measure. A fixed Python loop
-    timed before each passthrough shows whether the host's speed changed during the run."""
+    timed before each passthrough shows whether the host's speed changed during the run.
+    With --guarantee exactly_once, the worker runs under at_least_once, then exactly_once."""
     from pipelines.bench.host import check_cpu
     from pipelines.bench.transactions import format_report, run_bench
 
@@ -64,6 +79,7 @@ def bench_transactions(
         warm_days=warm_days,
         learner=learner,
         pin_cpu=pin_cpu,
+        guarantee=guarantee,
     )
     echo_report(report, as_json, format_report)
 

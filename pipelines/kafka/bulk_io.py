@@ -142,11 +142,13 @@ def read_from_start(
     on_batch: Callable[[list[tuple[bytes, int]]], None],
     stop: Callable[[], bool],
     client_id: str = "streamwise-reader",
+    isolation_level: str = "read_uncommitted",
 ) -> None:
     """Read every partition of ``topic`` from its start, outside any consumer group, and
     hand each fetch's ``(value, Kafka timestamp ms)`` pairs (records without a value left
-    out) to ``on_batch``, until ``stop()`` is true (checked at least every 200 ms)."""
-    asyncio.run(_read(settings, topic, on_batch, stop, client_id))
+    out) to ``on_batch``, until ``stop()`` is true (checked at least every 200 ms).
+    ``read_committed`` reads only committed transactions' records, once they committed."""
+    asyncio.run(_read(settings, topic, on_batch, stop, client_id, isolation_level))
 
 
 async def _read(
@@ -155,6 +157,7 @@ async def _read(
     on_batch: Callable[[list[tuple[bytes, int]]], None],
     stop: Callable[[], bool],
     client_id: str,
+    isolation_level: str,
 ) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -164,6 +167,7 @@ async def _read(
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
+        isolation_level=isolation_level,
     )
     await consumer.start()
     try:

@@ -30,6 +30,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -179,6 +180,16 @@ class BulkIngress:
 Start = Callable[[list[Any]], Awaitable[Handover]]
 
 
+@dataclass
+class _InFlight:
+    """A batch handed over, and the repeats delivered with it: a repeat is acked once the
+    batch is (its batch may hold records read back before it, and an ack of the repeat
+    would let Faust commit past them)."""
+
+    handover: Handover
+    repeats: list[Any]
+
+
 async def bulk_run(
     app: faust.App,
     source: BulkSource,
@@ -196,19 +207,21 @@ async def bulk_run(
     before the next one sends) waits for each. If the outputs of a batch were refused and its
     policy rolled the step's state back, a later batch in flight (built on that state) is
     handled again. ``committed`` gives the group's committed offset of a partition, where a
-    partition newly assigned starts (:class:`~pipelines.runtime.offsets.OffsetWatch`)."""
+    partition newly assigned starts (:class:`~pipelines.runtime.offsets.OffsetWatch`). A
+    record delivered again (a repeat the watch skips) is acked with the batch it came in, or
+    the newest one in flight: never before records read back or handled ahead of it."""
     consumer: Any = app.consumer
     flow = app.flow_control
     # Under exactly_once, offsets jump at every commit marker (see OffsetWatch.read_jumps).
     watch = OffsetWatch(refetch, committed, read_jumps=depth > 1)
     source.want = max_
-    in_flight: deque[Handover] = deque()
+    in_flight: deque[_InFlight] = deque()
 
     async def finish_oldest() -> None:
-        handover = in_flight[0]
+        handover, repeats = in_flight[0].handover, in_flight[0].repeats
         await asyncio.wait([handover.delivery])
         if handover.delivery.exception() is not None:  # let later ones settle first
-            later = [h.delivery for h in list(in_flight)[1:]]
+            later = [b.handover.delivery for b in list(in_flight)[1:]]
             if later:
                 await asyncio.wait(later)
         in_flight.popleft()
@@ -218,22 +231,24 @@ async def bulk_run(
         for event in handover.events:
             if not isinstance(event, RecoveredEvent):
                 ack(event.message)
+        for message in repeats:
+            ack(message)
         if not delivered and handover.rolled_back and in_flight:
-            redo = [list(h.events) for h in in_flight]
+            redo = [(list(b.handover.events), b.repeats) for b in in_flight]
             in_flight.clear()
             log.warning("%d later batch(es) built on a refused one handled again", len(redo))
-            for events in redo:
-                in_flight.append(await start(events))
+            for events, later_repeats in redo:
+                in_flight.append(_InFlight(await start(events), later_repeats))
 
     while True:
         if not source.arrived.is_set():
             arrival = asyncio.ensure_future(source.arrived.wait())
             waits: set[asyncio.Future[Any]] = {arrival}
             if in_flight:
-                waits.add(in_flight[0].delivery)
+                waits.add(in_flight[0].handover.delivery)
             await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
             arrival.cancel()
-        while in_flight and in_flight[0].delivery.done():
+        while in_flight and in_flight[0].handover.delivery.done():
             await finish_oldest()
         if not source.buffer:
             continue
@@ -244,6 +259,7 @@ async def bulk_run(
             continue
         generation = app.consumer_generation_id
         events: list[Any] = []
+        repeats: list[Any] = []  # acked no earlier than the batches cut before them
         stale = 0
         unacked = compat.unacked_messages(consumer)
         for message in source.take(max_, consumer):
@@ -251,23 +267,28 @@ async def bulk_run(
                 stale += 1
                 continue  # fetched before a rebalance: Faust's streams skip these too
             if not watch.next_in_line(message.tp, message.offset, generation):
-                before = await watch.admit(message.tp, message.offset, generation)
-                if before is None:  # a repeat (see OffsetWatch): already handled
+                admission = await watch.admit(message.tp, message.offset, generation)
+                await file_gap(consumer, admission.before)
+                events.extend(admission.before)
+                if admission.skip:  # a repeat (see OffsetWatch): already handled
                     if watch.needs_ack(message.tp, message.offset):
-                        consumer.ack(message)
+                        repeats.append(message)
                     continue
-                await file_gap(consumer, before)
-                events.extend(before)
             message.tracked = True
             unacked.add(message)  # a rebalance waits for the batch
             events.append(BulkEvent(message))
         if stale:
             log.info("%d record(s) fetched before a rebalance skipped", stale)
         if not events:
+            if in_flight:
+                in_flight[-1].repeats.extend(repeats)
+            else:
+                for message in repeats:
+                    consumer.ack(message)
             continue
         while len(in_flight) >= depth:
             await finish_oldest()
-        in_flight.append(await start(events))
+        in_flight.append(_InFlight(await start(events), repeats))
         if depth == 1:
             await finish_oldest()
 

@@ -22,9 +22,11 @@ from faust.types import TP
 
 from pipelines.runtime import compat
 from pipelines.runtime.policies import StopWorker
+from pipelines.runtime.ranges import Ranges, missing, ranges_of
 from pipelines.settings import Settings
 
 __all__ = [
+    "Admission",
     "OffsetWatch",
     "RecoveredEvent",
     "RecoveredMessage",
@@ -64,6 +66,21 @@ class RefetchFailed(StopWorker):
     """Records a partition skipped could not be read back: the worker must stop."""
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`OffsetWatch.admit` says of a delivered record: handle ``before`` first
+    (records read back), then the record itself, unless ``skip`` (a repeat, or below the
+    committed offset). A repeat can come with records: a hole before it is read back all
+    the same, or acking the repeat would commit past the hole."""
+
+    before: tuple[RecoveredEvent, ...] = ()
+    skip: bool = False
+
+
+_TAKE = Admission()
+_SKIP = Admission(skip=True)
+
+
 Refetch = Callable[[str, int, int, int], Awaitable[list[RecoveredMessage]]]
 Committed = Callable[[Any], Awaitable[int | None]]
 
@@ -76,9 +93,10 @@ class OffsetWatch:
     after a table recovery while records fetched before the seek are still flowing (seen
     here after ``kill -9`` and a restart from an empty state directory). Faust then files the
     hole as a "gap" (as if it held transaction markers) and commits past it, which would lose
-    those records. On a jump the watch reads the missing offsets from Kafka (``refetch``) and
-    returns them, to be handled in the same batch just before the event after the hole; a
-    real gap (markers, compaction) simply reads back nothing. The hole is logged.
+    those records. On a jump the watch reads the offsets it skipped (those neither admitted
+    this generation nor handled) from Kafka (``refetch``) and returns them, to be handled in
+    the same batch just before the event after the hole; a real gap (markers, compaction)
+    simply reads back nothing. The hole is logged.
 
     A partition's first record in a generation is compared with the group's committed offset
     (``committed``, asked once a partition and generation): everything from there on is this
@@ -95,7 +113,11 @@ class OffsetWatch:
     or that a handled batch held (kept across rebalances: its state change and outputs
     exist), is such a repeat: :meth:`admit` says to skip it. Offsets are compared exactly
     (as ranges), so a seek back to records never admitted delivers them (without
-    ``committed``, after the records that came first).
+    ``committed``, after the records that came first). A repeat that ends a hole (the first
+    record of a generation past the committed offset, or one after a jump) is skipped too,
+    but the hole before it is read back all the same: it may hold records never handled (of
+    a generation whose coordinator did not answer, or of a refused batch). Only the offsets
+    of batches noted :meth:`done` count as handled.
     """
 
     def __init__(
@@ -117,6 +139,7 @@ class OffsetWatch:
         self.start: dict[Any, int | None] = {}  # committed offsets, this generation
         self.last: dict[Any, int] = {}  # the stream's previous offset, this generation
         self.admitted: dict[Any, Ranges] = {}  # this generation
+        self.markers: dict[Any, Ranges] = {}  # bridged, not yet joined to handled ones
         self.handled: dict[Any, Ranges] = {}
         self.generation: Any = None
         self.holes = 0
@@ -146,14 +169,13 @@ class OffsetWatch:
         self.last[tp] = offset
         return True
 
-    async def admit(
-        self, tp: Any, offset: int, generation: Any = None
-    ) -> list[RecoveredEvent] | None:
-        """Events to handle before the one at ``offset`` (usually none); ``None``: skip it."""
+    async def admit(self, tp: Any, offset: int, generation: Any = None) -> Admission:
+        """Whether to handle the record at ``offset``, and what to handle before it."""
         if generation != self.generation:
             self.generation = generation
             self.last.clear()
             self.admitted.clear()
+            self.markers.clear()
             self.start.clear()
         last = self.last.get(tp)
         first = last is None
@@ -164,22 +186,40 @@ class OffsetWatch:
             if start is not None:
                 if offset < start:
                     self._below(tp, offset, start)
-                    return None
+                    return _SKIP
                 last = start - 1  # the records from the committed offset on come first
         self.last[tp] = offset
-        if self._seen(tp, offset):
+        repeat = self._seen(tp, offset)
+        if repeat:
             self._repeat(tp, offset)
-            return None
-        admitted = _ranges(self.admitted, tp)
-        if not first and not self.read_jumps and last is not None and offset > last + 1:
-            admitted.bridge(last, offset)  # markers: as if admitted, so ranges stay whole
-            return []
-        admitted.add(offset)
-        if last is None or offset <= last + 1:
-            return []
+        admitted = ranges_of(self.admitted, tp)
+        if last is None or offset <= last + 1:  # in line, or a seek back
+            if repeat:
+                return _SKIP
+            admitted.add(offset)
+            return _TAKE
+        if not first and not self.read_jumps:  # markers: bridged, so ranges stay whole
+            if repeat:
+                return _SKIP
+            admitted.bridge(last, offset)
+            ranges_of(self.markers, tp).add_span(last + 1, offset - 1)
+            return _TAKE
+        if not repeat:
+            admitted.add(offset)
+        # A hole, also before a repeat (the stretch before it may never have been read).
+        before = await self._hole(tp, last + 1, offset, first)
+        return Admission(before, skip=repeat) if before or repeat else _TAKE
+
+    async def _hole(self, tp: Any, start: int, end: int, first: bool) -> tuple[RecoveredEvent, ...]:
+        """The records of ``[start, end)`` neither admitted this generation nor handled, read
+        back (nothing is read if there are none)."""
+        unread = missing([self.admitted.get(tp), self.handled.get(tp)], start, end - 1)
+        if unread is None:
+            return ()
         self.holes += 1
-        records = await self._read_back(tp, last + 1, offset)
-        records = [r for r in records if not self._seen(tp, r.offset)]
+        lo, hi = unread
+        records = [r for r in await self._read_back(tp, lo, hi + 1) if not self._seen(tp, r.offset)]
+        admitted = ranges_of(self.admitted, tp)
         for r in records:
             admitted.add(r.offset)
         self.recovered += len(records)
@@ -191,13 +231,13 @@ class OffsetWatch:
         log.warning(
             "%s: offset %d %s; %d record(s) of %d..%d read back from Kafka first",
             tp,
-            offset,
+            end,
             how,
             len(records),
-            last + 1,
-            offset - 1,
+            lo,
+            hi,
         )
-        return [RecoveredEvent(r) for r in records]
+        return tuple(RecoveredEvent(r) for r in records)
 
     async def _read_back(self, tp: Any, start: int, end: int) -> list[RecoveredMessage]:
         """``refetch`` ``[start, end)``, tried again after a failure (a broker that does not
@@ -255,85 +295,31 @@ class OffsetWatch:
         return start is None or offset >= start
 
     def done(self, events: Sequence[Any]) -> None:
-        """Note a batch as handled (its outputs delivered). Where this generation admitted
-        a partition's offsets as one range (bridged markers included), the batch's offsets
-        are noted as one range too, joined to the handled ones before it."""
+        """Note a batch as handled (its outputs delivered): its offsets, and the markers
+        bridged between handled offsets (so that ranges stay whole). Only the batch's own
+        offsets: an admitted record between two batches may be of one that was refused."""
         by_tp: dict[Any, list[int]] = {}
         for event in events:
             by_tp.setdefault(event.message.tp, []).append(event.message.offset)
         for tp, offsets in by_tp.items():
-            handled = _ranges(self.handled, tp)
-            admitted = self.admitted.get(tp)
-            lo, hi = min(offsets), max(offsets)
-            if admitted is None or not admitted.covers(lo, hi):
-                for offset in offsets:
-                    handled.add(offset)
-                continue
-            if handled.spans:
-                end = handled.spans[-1][1]
-                if end < lo and admitted.covers(end, lo):
-                    lo = end + 1
-            handled.add_span(lo, hi)
+            handled = ranges_of(self.handled, tp)
+            for offset in offsets:
+                handled.add(offset)
+            markers = self.markers.get(tp)
+            if markers is not None and markers.spans:
+                markers.spans = _join(handled, markers.spans)
 
 
-def _ranges(by_tp: dict[Any, Ranges], tp: Any) -> Ranges:
-    ranges = by_tp.get(tp)
-    if ranges is None:
-        ranges = by_tp[tp] = Ranges()
-    return ranges
-
-
-class Ranges:
-    """A set of offsets kept as sorted, disjoint ``[first, last]`` ranges (usually one)."""
-
-    def __init__(self) -> None:
-        self.spans: list[list[int]] = []
-
-    def __contains__(self, offset: int) -> bool:
-        # The newest range is the likeliest.
-        return any(first <= offset <= last for first, last in reversed(self.spans))
-
-    def covers(self, first: int, last: int) -> bool:
-        """Whether one range holds every offset from ``first`` to ``last``."""
-        return any(lo <= first and last <= hi for lo, hi in reversed(self.spans))
-
-    def bridge(self, last: int, offset: int) -> None:
-        """Add ``offset`` and the offsets between it and ``last`` (held already)."""
-        spans = self.spans
-        if spans and spans[-1][0] <= last <= spans[-1][1] and spans[-1][1] < offset:
-            spans[-1][1] = offset
+def _join(handled: Ranges, markers: list[list[int]]) -> list[list[int]]:
+    """Add to ``handled`` each span of ``markers`` whose offsets either side it holds; the
+    spans left to join later (next to a batch still in flight, or refused)."""
+    left = []
+    for first, last in markers:
+        if first - 1 in handled and last + 1 in handled:
+            handled.add_span(first, last)
         else:
-            self.add_span(last + 1, offset)
-
-    def add_span(self, first: int, last: int) -> None:
-        """Add every offset from ``first`` to ``last``."""
-        spans = self.spans
-        if spans and spans[-1][0] <= first <= spans[-1][1] + 1:
-            spans[-1][1] = max(spans[-1][1], last)
-            return
-        spans.append([first, last])
-        self._merge()
-
-    def _merge(self) -> None:
-        spans = self.spans
-        spans.sort()
-        merged = [spans[0]]
-        for first, last in spans[1:]:
-            if first <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], last)
-            else:
-                merged.append([first, last])
-        self.spans = merged
-
-    def add(self, offset: int) -> None:
-        spans = self.spans
-        if spans and spans[-1][1] + 1 == offset:  # the usual case: the next offset
-            spans[-1][1] = offset
-            return
-        if offset in self:
-            return
-        spans.append([offset, offset])
-        self._merge()
+            left.append([first, last])
+    return left
 
 
 def kafka_refetch(settings: Settings) -> Refetch:

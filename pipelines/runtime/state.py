@@ -167,6 +167,8 @@ class TableState(MutableMapping[int, bytes]):
         return str(self.table.changelog_topic.get_topic_name())
 
     def _fresh(self) -> None:
+        """Drop what a rebalance (or size) made stale, at a batch's first access, whichever
+        it is: a batch that only writes must not keep the previous generation's values."""
         generation = self.app.consumer_generation_id
         if self.generation is _ABSENT:  # first use: nothing is cached from an older one
             self.generation = generation
@@ -218,15 +220,18 @@ class TableState(MutableMapping[int, bytes]):
 
     def save(self, key: int, value: Encodable, partition: int) -> None:
         """Mark a loaded value dirty for a changelog ``partition``; encoded at flush."""
+        self._fresh()
         self.objects[key] = value
         self.dirty[key] = (value, partition)
 
     def put(self, key: int, value: bytes, partition: int) -> None:
         """Mark raw ``value`` dirty for a changelog ``partition``, without caching it."""
+        self._fresh()
         self.dirty[key] = (value, partition)
 
     def delete(self, key: int, partition: int) -> None:
         """Mark ``key`` deleted (a tombstone in the changelog, a delete in RocksDB)."""
+        self._fresh()
         self.cache.pop(key, None)
         self.objects.pop(key, None)
         self.dirty[key] = (None, partition)

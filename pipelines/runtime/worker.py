@@ -51,15 +51,30 @@ def _build_fraud_learner(app: faust.App, settings: Settings) -> object:
     return transactions.build_learner(app, settings)
 
 
+def _create_state_topic(settings: Settings, pipeline: str) -> None:
+    """A media pipeline's compacted per-entity state topic (pipelines/runtime/checkpoints.py)."""
+    from kafka.errors import KafkaError
+
+    from pipelines.kafka.admin import create_topics
+    from pipelines.runtime.checkpoints import state_spec
+
+    try:
+        create_topics(settings, [state_spec(settings, pipeline)])
+    except KafkaError as exc:
+        log.warning("could not create the %s state topic (%s); it must exist", pipeline, exc)
+
+
 def _build_audio(app: faust.App, settings: Settings) -> object:
     from pipelines.audio import build as audio
 
+    _create_state_topic(settings, "audio")
     return audio.build(app, settings)
 
 
 def _build_video(app: faust.App, settings: Settings) -> object:
     from pipelines.video import build as video
 
+    _create_state_topic(settings, "video")
     return video.build(app, settings)
 
 

@@ -5,8 +5,11 @@
 ``STREAMWISE_VIDEO__BATCH_SIZE`` frames from whole fetches like every stage:
 :mod:`pipelines.runtime.stages`) and a timer that raises ``camera_silent`` (not while the
 worker rebalances: it reads nothing then). The step learns which partitions of
-``video-frames`` this worker holds from the assignor (:func:`assigned_partitions`). This is
-the only module of the video pipeline that imports Faust.
+``video-frames`` this worker holds from the assignor (:func:`assigned_partitions`) and
+checkpoints each camera's state to ``<app_prefix>-video-state`` (compacted; the worker
+creates it) every ``STREAMWISE_VIDEO__CHECKPOINT_S`` at most, restoring the cameras of the
+partitions it is assigned from there. This is the only module of the video pipeline that
+imports Faust.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import faust
 
 from pipelines.runtime.app import raw_topic
+from pipelines.runtime.checkpoints import Checkpoints, state_topic
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import FaustOutputs
 from pipelines.runtime.stages import Stages
@@ -73,7 +77,9 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
     t = settings.topics
     metrics: StepMetrics = app.streamwise_metrics  # type: ignore[attr-defined]
     source = raw_topic(app, t.video_frames, t.partitions)
-    outputs = FaustOutputs(app, [t.predictions, t.alerts, t.dead_letters, t.video_anonymized])
+    checkpoints = Checkpoints(settings, state_topic(settings, "video"), settings.video.checkpoint_s)
+    topics = [t.predictions, t.alerts, t.dead_letters, t.video_anonymized, checkpoints.topic]
+    outputs = FaustOutputs(app, topics)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=STEP)
     step = AnalyzeFrames(
         settings,
@@ -82,6 +88,7 @@ def build(app: faust.App, settings: Settings, detector: BatchModel | None = None
         metrics,
         executor,
         assigned=assigned_partitions(app, t.video_frames),
+        checkpoints=checkpoints,
     )
 
     stages = Stages(app, settings)

@@ -39,6 +39,9 @@ class VideoSettings(BaseModel):
     anomaly_window: int = Field(default=50, ge=10, le=10_000)
     alert_cooldown_s: float = Field(default=30.0, ge=0)
     silent_after_s: float = Field(default=10.0, gt=0)
+    # A camera's state is checkpointed with its partition at most this often (seconds of
+    # wall clock, at the end of a batch that touched it): pipelines/runtime/checkpoints.py.
+    checkpoint_s: float = Field(default=5.0, ge=0.1, le=3600.0)
     anonymize: bool = False
     jpeg_quality: int = Field(default=85, ge=10, le=100)
 

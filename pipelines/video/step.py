@@ -9,10 +9,16 @@ frame's camera monitor judges it, and predictions, alerts and anonymized frames 
 before the batch is acked. :meth:`AnalyzeFrames.check_silent` raises ``camera_silent`` (run
 by a timer). :mod:`pipelines.video.build` declares it on a Faust app.
 
-The step follows its input partitions (``assigned()``, given by the build): at the start of
-each batch and of each silence check, a camera whose partition went to another worker is
-forgotten without an alert, and so is a camera of a partition assigned anew (another
-worker had it meanwhile, so what this worker remembers of it is stale).
+The step follows its input partitions (``assigned()``, given by the build, through
+:class:`~pipelines.runtime.assignment.Assignment`): at the start of each batch and of each
+silence check, a camera whose partition went to another worker is forgotten without an
+alert, and so is a camera of a partition assigned anew (another worker had it meanwhile,
+so what this worker remembers of it is stale). Each camera's state
+(:mod:`processors.video.camera_state`) is checkpointed with its partition at the end of a
+batch that handled it, at most every ``checkpoint_s``
+(:class:`~pipelines.runtime.checkpoints.Checkpoints`); the cameras of a partition newly
+held are restored from those checkpoints before anything else, so they go on without a
+warm-up, without a repeated alert and without ``camera_silent``.
 """
 
 from __future__ import annotations
@@ -20,24 +26,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 
-import orjson
 from prometheus_client import Counter
 
 from models.camera_anomaly import CameraAnomaly
+from pipelines.runtime.assignment import Assignment
+from pipelines.runtime.checkpoints import Checkpoints
 from pipelines.runtime.metrics import StepMetrics
 from pipelines.runtime.outputs import Outputs
 from pipelines.runtime.policies import FailurePolicies
 from pipelines.runtime.steps import DeadLetterSink, split_events
 from pipelines.settings import Settings
-from processors.common.schemas import Alert, Prediction, Rejected, encode
-from processors.video.camera_monitor import AlertDue, CameraMonitor, MonitorLimits, Verdict
+from pipelines.video.records import PIPELINE, alert_record, prediction_record, silent_record
+from processors.common.schemas import Rejected
+from processors.common.state_codec import StateCodecError
+from processors.video.camera_monitor import AlertDue, CameraMonitor, MonitorLimits
+from processors.video.camera_state import CameraState, pack_camera, unpack_camera
 from processors.video.camera_window import TamperLimits
 from processors.video.face_boxes import BatchModel
 from processors.video.frame_analysis import AnalysisConfig, Analyzed, CameraMemory, analyze_frames
@@ -46,7 +56,6 @@ from processors.video.frames import VideoFrame, decode_frame, encode_frame
 __all__ = ["PIPELINE", "STEP", "AnalyzeFrames", "CameraSeen", "monitor_limits"]
 
 STEP = "analyze-video"
-PIPELINE = "video"
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,7 @@ class AnalyzeFrames:
         executor: Executor | None = None,
         clock: Callable[[], float] = time.time,
         assigned: Callable[[], frozenset[int]] | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         v = settings.video
         self.settings = settings
@@ -121,10 +131,16 @@ class AnalyzeFrames:
         self.memory: dict[str, CameraMemory] = {}  # written only inside the executor call
         self.monitors: dict[str, CameraMonitor] = {}
         self.seen: dict[str, CameraSeen] = {}
-        self.lock = asyncio.Lock()  # a batch, or an eviction, at a time
-        self.assigned = assigned  # the input partitions this worker holds; None: all of them
-        self.held: frozenset[int] | None = None  # as last seen
-        self.partition_of: dict[str, int] = {}  # each known camera's input partition
+        self.lock = asyncio.Lock()  # a batch, or an eviction and restore, at a time
+        # the input partitions this worker holds (None: all of them), each camera's partition
+        self.assignment = Assignment(assigned)
+        self.checkpoints = checkpoints  # None: no camera state leaves this process
+        self.restored = Counter(
+            "streamwise_video_cameras_restored",
+            "Cameras restored from their partition's checkpoint when it was assigned",
+            ["step"],
+            registry=metrics.registry,
+        )
         self.evicted = Counter(
             "streamwise_video_cameras_evicted",
             "Cameras forgotten because their partition moved to another worker or came back",
@@ -170,9 +186,9 @@ class AnalyzeFrames:
         valid, rejected = self._parse(events)
         for event, why in rejected:
             await self.dead.send(event, STEP, why.reason, why.detail)
-        self.follow_assignment()
+        await self.follow_assignment()
         for event, frame in valid:
-            self.partition_of[frame.camera_id] = event.message.partition
+            self.assignment.note(frame.camera_id, event.message.partition)
         kept = self._skip_stale(valid, self.clock())
         skipped = len(valid) - len(kept)
         results: list[Analyzed | Rejected] = []
@@ -182,14 +198,16 @@ class AnalyzeFrames:
             results = await loop.run_in_executor(
                 self.executor, analyze_frames, frames, self.detector, self.memory, self.config
             )
-        ok = 0
+        handled: dict[str, Any] = {}  # each camera judged in this batch: its last event
         for (event, _), result in zip(kept, results, strict=True):
             if isinstance(result, Rejected):
                 await self.dead.send(event, STEP, result.reason, result.detail)
             else:
                 await self.emit(event, result)
-                ok += 1
-        self.forget_unheld({event.message.partition for event, _ in valid})
+                handled[result.frame.camera_id] = event
+        ok = sum(isinstance(result, Analyzed) for result in results)
+        self.evict(self.assignment.unheld({event.message.partition for event, _ in valid}))
+        await self.checkpoint(handled)
         m = self.metrics
         m.events.labels(STEP, "ok").inc(ok)
         m.events.labels(STEP, "skipped").inc(skipped)
@@ -215,7 +233,8 @@ class AnalyzeFrames:
         topics = self.settings.topics
         key = camera.encode()
         with self.outputs.scope(event):
-            prediction = self.prediction(result, verdict, skipped, now)
+            threshold = self.limits.anomaly_threshold
+            prediction = prediction_record(result, verdict, skipped, threshold, self.versions, now)
             await self.outputs.send(topics.predictions, key, prediction)
             for due in verdict.alerts:
                 await self.send_alert(frame, due, now)
@@ -226,101 +245,111 @@ class AnalyzeFrames:
                 )  # fmt: skip
                 await self.outputs.send(topics.video_anonymized, key, encode_frame(blurred))
 
-    def prediction(self, result: Analyzed, verdict: Verdict, skipped: int, now: datetime) -> bytes:
-        frame, f = result.frame, result.features
-        record = Prediction(
-            pipeline=PIPELINE,
-            event_id=f"{frame.camera_id}:{frame.frame_no}",
-            entity=f"camera:{frame.camera_id}",
-            score=verdict.anomaly_score,
-            threshold=self.limits.anomaly_threshold,
-            model_versions=self.versions,
-            event_time=frame.capture_time,
-            emit_time=now,
-            features={
-                "motion": f.motion,
-                "brightness": f.brightness,
-                "contrast": f.contrast,
-                "sharpness": f.sharpness,
-                "histogram_distance": verdict.observation.histogram_distance,
-                "faces": float(len(verdict.faces)),
-                "skipped_before": float(skipped),
-            },
-        ).to_dict()
-        record |= {
-            "camera_id": frame.camera_id,
-            "frame_no": frame.frame_no,
-            "detected": result.detected,
-            "faces_frame_no": result.faces_frame,
-            "faces": [
-                {"box": [round(v, 1) for v in box[:4]], "score": round(box[4], 4)}
-                for box in verdict.faces.tolist()
-            ],
-            "tamper": verdict.observation.tamper,
-        }
-        return orjson.dumps(record)
-
     async def send_alert(self, frame: VideoFrame, due: AlertDue, now: datetime) -> None:
-        alert = Alert(
-            pipeline=PIPELINE,
-            kind=due.kind,
-            event_id=f"{frame.camera_id}:{frame.frame_no}",
-            entity=f"camera:{frame.camera_id}",
-            score=due.score,
-            threshold=due.threshold,
-            model_versions=self.versions,
-            reasons=list(due.reasons),
-            event_time=frame.capture_time,
-            emit_time=now,
-        )
-        await self.outputs.send(
-            self.settings.topics.alerts, frame.camera_id.encode(), encode(alert)
-        )
+        record = alert_record(frame, due, self.versions, now)
+        await self.outputs.send(self.settings.topics.alerts, frame.camera_id.encode(), record)
         self.metrics.alerts.labels(STEP, due.kind).inc()
 
-    def follow_assignment(self) -> list[str]:
-        """Forget the cameras of partitions no longer held or newly assigned; on any change
-        count every camera's silence afresh (the worker did not read while rebalancing).
-        Call with ``self.lock`` held; returns the cameras forgotten."""
-        if self.assigned is None:
+    async def follow_assignment(self) -> list[str]:
+        """Forget the cameras of partitions no longer held or newly assigned, restore those
+        of the partitions newly held from their checkpoints; on any change count every
+        camera's silence afresh (the worker did not read while rebalancing). Call with
+        ``self.lock`` held; returns the cameras forgotten."""
+        change = self.assignment.follow()
+        if change is None:
             return []
-        held = self.assigned()
-        if held == self.held:
-            return []
-        before, self.held = self.held, held
-        fresh = held - before if before is not None else frozenset()
-        drop = [cam for cam, p in self.partition_of.items() if p not in held or p in fresh]
-        evicted = self.evict(drop)
+        evicted = self.evict(change.forget)
         wall = self.clock()
         for seen in self.seen.values():
             seen.wall = max(seen.wall, wall)
+        restored = await self.restore(change.restore)
         log.info(
-            "%s: input partitions now %s (were %s); forgot %d cameras",
+            "%s: input partitions now %s (were %s); forgot %d cameras, restored %d",
             STEP,
-            sorted(held),
-            sorted(before) if before is not None else "unknown",
+            sorted(change.held),
+            sorted(change.before) if change.before is not None else "unknown",
             len(evicted),
+            restored,
         )
         return evicted
 
-    def forget_unheld(self, partitions: set[int]) -> list[str]:
-        """Forget cameras of ``partitions`` not held (records fetched before a revocation)."""
-        if self.held is None or partitions <= self.held:
-            return []
-        gone = partitions - self.held
-        return self.evict([cam for cam, p in self.partition_of.items() if p in gone])
+    async def restore(self, partitions: Iterable[int]) -> int:
+        """Take back the checkpointed cameras of ``partitions`` (decoded in the executor:
+        the lock keeps ``analyze_frames`` off the memory meanwhile); a refused checkpoint
+        (damaged, or made under other limits) leaves its camera to start afresh."""
+        if self.checkpoints is None:
+            return 0
+        stored = await self.checkpoints.stored(partitions)
+        wall = self.clock()
+        keep_s = self.settings.topics.retention_hours * 3600.0
+        found = [(s.partition, cam, s.value) for cam, s in stored.items() if s.age_s(wall) < keep_s]
+        quiet = {
+            cam for cam, s in stored.items() if s.age_s(wall) >= self.settings.video.silent_after_s
+        }
+        if not found:
+            return 0
+        loop = asyncio.get_running_loop()
+        raws = [(cam, raw) for _, cam, raw in found]
+        decoded = await loop.run_in_executor(self.executor, self.decode_states, raws)
+        wall = self.clock()
+        restored = 0
+        for (partition, camera, _), state in zip(found, decoded, strict=True):
+            if isinstance(state, str):
+                log.warning("%s: camera %s starts afresh: %s", STEP, camera, state)
+                continue
+            self.monitors[camera], self.memory[camera] = state.monitor, state.memory
+            self.seen[camera] = CameraSeen(wall, state.capture_time, silent=camera in quiet)
+            self.assignment.note(camera, partition)
+            restored += 1
+        self.restored.labels(STEP).inc(restored)
+        return restored
+
+    def decode_states(self, raws: Sequence[tuple[str, bytes]]) -> list[CameraState | str]:
+        """Each checkpoint as a camera's state in fresh objects, or why it was refused."""
+        out: list[CameraState | str] = []
+        for _, raw in raws:
+            try:
+                anomaly = CameraAnomaly(self.settings.video.anomaly_window)
+                out.append(unpack_camera(raw, self.limits, anomaly))
+            except StateCodecError as exc:
+                out.append(f"its checkpoint is refused ({exc})")
+        return out
+
+    async def checkpoint(self, handled: Mapping[str, Any]) -> None:
+        """Checkpoint the cameras of ``handled`` (camera: its last event of the batch) not
+        checkpointed within ``checkpoint_s``, each to its input partition's number, in the
+        batch's outputs with that event as source (packed in the executor)."""
+        if self.checkpoints is None:
+            return
+        due = [cam for cam in self.checkpoints.due(handled) if cam in self.monitors]
+        if not due:
+            return
+        states = [
+            CameraState(self.monitors[c], self.seen[c].capture_time, self.memory[c]) for c in due
+        ]
+        loop = asyncio.get_running_loop()
+        values = await loop.run_in_executor(self.executor, pack_states, states)
+        for camera, value in zip(due, values, strict=True):
+            source = handled[camera]
+            partition = source.message.partition
+            await self.checkpoints.send(self.outputs, camera, partition, value, source)
+        self.checkpoints.written(due)
 
     def evict(self, cameras: Iterable[str]) -> list[str]:
         """Forget everything about ``cameras`` (frame memory, monitor and learner, silence
-        clock), raising nothing for them; return those that were known."""
+        clock, partition, when last checkpointed), raising nothing for them; return those
+        that were known."""
+        cameras = list(cameras)
         evicted = []
         for cam in cameras:
             known = self.seen.pop(cam, None) is not None
             known |= self.monitors.pop(cam, None) is not None
             known |= self.memory.pop(cam, None) is not None
-            self.partition_of.pop(cam, None)
             if known:
                 evicted.append(cam)
+        self.assignment.forget(cameras)
+        if self.checkpoints is not None:
+            self.checkpoints.forget(cameras)
         self.evicted.labels(STEP).inc(len(evicted))
         return evicted
 
@@ -332,7 +361,7 @@ class AnalyzeFrames:
         the records of a batch in flight out of that batch's own delivery check.
         """
         async with self.lock:
-            self.follow_assignment()
+            await self.follow_assignment()
         out = outputs or self.outputs
         limit = self.settings.video.silent_after_s
         wall = self.clock()
@@ -342,22 +371,17 @@ class AnalyzeFrames:
             if seen.silent or quiet < limit:
                 continue
             seen.silent = True
-            now = datetime.now(UTC)
-            alert = Alert(
-                pipeline=PIPELINE,
-                kind="camera_silent",
-                event_id=f"{camera}:silent:{int(seen.wall)}",
-                entity=f"camera:{camera}",
-                score=round(quiet, 3),
-                threshold=limit,
-                model_versions=self.versions,
-                reasons=[f"no frame for {quiet:.1f} s (limit {limit} s)"],
-                event_time=seen.capture_time,
-                emit_time=now,
+            record = silent_record(
+                camera, seen.wall, seen.capture_time, quiet, limit, self.versions, datetime.now(UTC)
             )
-            await out.send(self.settings.topics.alerts, camera.encode(), encode(alert))
+            await out.send(self.settings.topics.alerts, camera.encode(), record)
             self.metrics.alerts.labels(STEP, "camera_silent").inc()
             raised += 1
         if raised:
             await out.delivered()
         return raised
+
+
+def pack_states(states: Sequence[CameraState]) -> list[bytes]:
+    """Checkpoints of ``states``, in their order (run in the executor)."""
+    return [pack_camera(state) for state in states]

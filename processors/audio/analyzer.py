@@ -6,13 +6,15 @@ synchronous and CPU-bound; the step calls it in an executor, one call at a time,
 piece of state has one writer. A new producer session of a known stream starts a new
 segment of it (:mod:`processors.audio.stream_state`); chunks of a replaced session are late.
 :meth:`AudioAnalyzer.evict` forgets streams the worker no longer holds, without an alert.
-The state lives in memory: after a restart or a rebalance a stream starts afresh (VAD state
-zero, anomaly detector relearning).
+:meth:`AudioAnalyzer.snapshot` and :meth:`AudioAnalyzer.restore` carry streams' state as
+data (:mod:`processors.audio.snapshot`) to the worker that holds their partition next; a
+restored stream re-anchors past the chunks it missed (:meth:`StreamState.resume_at`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -24,7 +26,6 @@ from models.silero_vad import FRAME, RATE
 from models.sound_classifier import SoundClassifier
 from processors.audio.codec import AudioChunk, to_mono_float
 from processors.audio.config import AnalyzerConfig
-from processors.audio.events import SoundEvent
 from processors.audio.features import (
     FEATURE_NAMES,
     LogMel,
@@ -32,11 +33,15 @@ from processors.audio.features import (
     stats_features,
     stats_log_mels,
 )
+from processors.audio.findings import Finding, level_finding, seconds, speech_finding
+from processors.audio.snapshot import decode_stream, encode_stream
 from processors.audio.stream_state import StreamState
+from processors.common.state_codec import StateCodecError
 
 __all__ = ["AudioAnalyzer", "BatchResult", "Finding", "VadModel", "WindowResult"]
 
 Array = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 class VadModel(Protocol):
@@ -63,19 +68,6 @@ class WindowResult:
         return f"{self.segment or self.stream_id}:{self.index}"
 
 
-@dataclass(frozen=True)
-class Finding:
-    """An alert-worthy event; ``event_id`` is unique per stream and occurrence."""
-
-    stream_id: str
-    kind: str
-    event_id: str
-    score: float
-    threshold: float
-    reasons: list[str]
-    event_time: datetime
-
-
 @dataclass
 class BatchResult:
     windows: list[WindowResult] = field(default_factory=list)
@@ -85,12 +77,9 @@ class BatchResult:
     # (index among the chunks given to ``process``, why) of each late chunk, dropped here
     late_chunks: list[tuple[int, str]] = field(default_factory=list)
     gap_chunks: int = 0
+    skipped_chunks: int = 0  # chunks a restored stream missed (analysed by another run)
     vad_frames: int = 0
     vad_calls: int = 0
-
-
-def _seconds(sample: int) -> str:
-    return f"{sample / RATE:.2f} s"
 
 
 def _stale_detail(state: StreamState, chunk: AudioChunk) -> str:
@@ -160,7 +149,7 @@ class AudioAnalyzer:
             self._run_vad([sid], result)
             self._run_windows([sid], result)
         for event in state.speech.close():
-            result.findings.append(self._speech_finding(sid, state, event))
+            result.findings.append(speech_finding(self.conf, sid, state, event))
         new = self.streams[sid] = state.next_segment(session, now)
         return new
 
@@ -168,6 +157,32 @@ class AudioAnalyzer:
         """Forget the state of streams ``ids`` (their partition moved to another worker),
         raising nothing for them; return the ids that had state."""
         return [sid for sid in ids if self.streams.pop(sid, None) is not None]
+
+    def snapshot(self, ids: Iterable[str]) -> dict[str, bytes]:
+        """The checkpoint of each of ``ids`` that has state (CPU work: off the loop)."""
+        return {sid: encode_stream(self.streams[sid]) for sid in ids if sid in self.streams}
+
+    def restore(
+        self, states: Mapping[str, bytes], now: float, quiet: Collection[str] = ()
+    ) -> list[str]:
+        """Take streams back from their checkpoints (their stall clocks start at ``now``;
+        those of ``quiet``, checkpointed long ago, come back already stalled: no second
+        alert); a checkpoint that is damaged or of another layout is logged and skipped (that
+        stream starts afresh). Returns the ids restored."""
+        restored = []
+        for sid, raw in states.items():
+            try:
+                state = decode_stream(raw, self.conf, now)
+            except StateCodecError as exc:
+                log.warning("stream %s starts afresh: its checkpoint was refused (%s)", sid, exc)
+                continue
+            if state.stream_id != sid:
+                log.warning("stream %s starts afresh: its checkpoint is %s's", sid, state.stream_id)
+                continue
+            state.stalled = sid in quiet
+            self.streams[sid] = state
+            restored.append(sid)
+        return restored
 
     def restart_stall_clocks(self, now: float) -> None:
         """Count every stream's silence from ``now``: while the worker was rebalancing it
@@ -177,7 +192,10 @@ class AudioAnalyzer:
 
     def _ingest(self, state: StreamState, chunk: AudioChunk, result: BatchResult) -> bool:
         """Put ``chunk`` in its stream; ``True`` if it came late and was dropped."""
-        released = state.reassembler.push(chunk.seq, to_mono_float(chunk))
+        samples = to_mono_float(chunk)
+        if state.resumed:
+            self._resume(state, chunk, len(samples), result)
+        released = state.reassembler.push(chunk.seq, samples)
         result.duplicates += released.duplicate
         result.late += released.late
         result.gap_chunks += released.gap_chunks
@@ -193,6 +211,17 @@ class AudioAnalyzer:
             state.buffer.append(samples)
             seq += 1
         return False
+
+    @staticmethod
+    def _resume(state: StreamState, chunk: AudioChunk, length: int, result: BatchResult) -> None:
+        """A restored stream's first new chunk: past a hole (chunks analysed after the
+        checkpoint, by the run that wrote it) the stream re-anchors there; the next chunk
+        expected just goes on; a chunk already covered by the checkpoint is a repeat."""
+        expected = state.reassembler.next_seq
+        if expected is None or chunk.seq == expected:
+            state.resumed = False
+        elif chunk.seq > expected and chunk.seq not in state.reassembler.pending:
+            result.skipped_chunks += state.resume_at(chunk.seq, length)
 
     # ------------------------------------------------------------------ VAD
     def _run_vad(self, streams: list[str], result: BatchResult) -> None:
@@ -224,24 +253,7 @@ class AudioAnalyzer:
                 prob = float(probs[i])
                 state.probs.append((start, prob))
                 for event in state.speech.update(prob):
-                    result.findings.append(self._speech_finding(sid, state, event))
-
-    def _speech_finding(self, sid: str, state: StreamState, event: SoundEvent) -> Finding:
-        reasons = [f"speech from {_seconds(event.start)} of the stream"]
-        at = event.start
-        if event.end is not None:
-            at = event.end
-            reasons.append(f"lasted {(event.end - event.start) / RATE:.2f} s until {_seconds(at)}")
-        reasons.append(f"peak speech probability {event.value:.2f}")
-        return Finding(
-            sid,
-            event.kind,
-            f"{state.segment}@{event.start}",
-            round(event.value, 4),
-            self.conf.speech_threshold,
-            reasons,
-            state.time_at(at),
-        )
+                    result.findings.append(speech_finding(self.conf, sid, state, event))
 
     # ------------------------------------------------------------------ windows
     def _run_windows(self, streams: list[str], result: BatchResult) -> None:
@@ -269,12 +281,14 @@ class AudioAnalyzer:
                 zip(FEATURE_NAMES, (round(float(v), 6) for v in features[i]), strict=True)
             )
             speech = max((p for s, p in state.probs if start <= s < end), default=0.0)
+            examples = state.anomaly.seen  # windows the score stands on
             score, zscores = state.anomaly.score_then_learn(features[i].tolist())
             ready = state.anomaly.ready
             values |= {
                 "speech_probability": round(speech, 4),
                 "anomaly_ready": float(ready),
                 "gap_chunks_total": float(state.reassembler.gap_chunks),
+                "anomaly_examples": float(examples),
             }
             values |= classes[i] if classes else {}
             result.windows.append(
@@ -285,7 +299,7 @@ class AudioAnalyzer:
             for event in state.level.update(
                 start, end, values["rms_dbfs"], values["clipping_ratio"]
             ):
-                result.findings.append(self._level_finding(sid, state, event))
+                result.findings.append(level_finding(self.conf, sid, state, event))
             anomalous = ready and score >= self.conf.anomaly_threshold
             if anomalous and not state.anomalous:
                 top = sorted(zscores.items(), key=lambda kv: -abs(kv[1]))[:2]
@@ -327,33 +341,6 @@ class AudioAnalyzer:
             for row, idx in zip(scores, top, strict=True)
         ]
 
-    def _level_finding(self, sid: str, state: StreamState, event: SoundEvent) -> Finding:
-        c = self.conf
-        if event.kind == "level_high":
-            threshold, reasons = (
-                c.level_alert_dbfs,
-                [f"RMS level {event.value:.1f} dBFS >= {c.level_alert_dbfs} dBFS"],
-            )
-        elif event.kind == "clipping":
-            threshold, reasons = (
-                c.clip_alert_ratio,
-                [f"{event.value:.1%} of samples at full scale (>= {c.clip_alert_ratio:.1%})"],
-            )
-        else:
-            threshold = c.dead_after_s
-            reasons = [
-                f"below {c.silence_dbfs} dBFS for {event.value:.1f} s since {_seconds(event.start)}"
-            ]
-        return Finding(
-            sid,
-            event.kind,
-            f"{state.segment}@{event.start}",
-            round(event.value, 6),
-            threshold,
-            reasons,
-            state.time_at(event.start),
-        )
-
     # ------------------------------------------------------------------ silence
     def check_stalled(self, now: float) -> list[Finding]:
         """Streams whose chunks stopped for ``dead_after_s``: dead microphone, speech ended."""
@@ -364,7 +351,7 @@ class AudioAnalyzer:
                 continue
             state.stalled = True
             for event in state.speech.close():
-                findings.append(self._speech_finding(sid, state, event))
+                findings.append(speech_finding(self.conf, sid, state, event))
             at = state.buffer.total
             findings.append(
                 Finding(
@@ -373,7 +360,7 @@ class AudioAnalyzer:
                     f"{state.segment}@{at}:stalled",
                     round(quiet, 3),
                     self.conf.dead_after_s,
-                    [f"no chunks for {quiet:.1f} s (after {_seconds(at)} of audio)"],
+                    [f"no chunks for {quiet:.1f} s (after {seconds(at)} of audio)"],
                     state.time_at(at),
                 )
             )

@@ -14,7 +14,9 @@ the condition clears, so a loud minute is one alert, not a hundred.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LevelWatch", "SoundEvent", "SpeechTracker"]
 
@@ -75,6 +77,32 @@ class SpeechTracker:
         self.start, self.open, self.silent_since, self.peak = None, False, None, 0.0
         return events
 
+    def state(self) -> dict[str, Any]:
+        """Where the frames reached and the segment (candidate or open), as data."""
+        return {
+            "position": self.position,
+            "start": self.start,
+            "open": self.open,
+            "silent_since": self.silent_since,
+            "peak": self.peak,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back :meth:`state` (thresholds and lengths stay this tracker's)."""
+        start, silent = state["start"], state["silent_since"]
+        self.position, self.open = int(state["position"]), bool(state["open"])
+        self.start = None if start is None else int(start)
+        self.silent_since = None if silent is None else int(silent)
+        self.peak = float(state["peak"])
+
+    def jump(self, to: int) -> None:
+        """The next frame starts at sample ``to``, past a hole. An open segment stays open
+        (its ``speech_started`` was sent; the frames after the hole end it or go on with
+        it); a candidate not yet open is dropped, so no segment is opened across the hole."""
+        self.position = to
+        if not self.open:
+            self.start, self.silent_since, self.peak = None, None, 0.0
+
 
 class LevelWatch:
     """Edge-triggered level, clipping and dead-microphone events from window features."""
@@ -113,3 +141,24 @@ class LevelWatch:
             self.dead = True
             events.append(SoundEvent("dead_microphone", self.silent_since, end, silent_s))
         return events
+
+    def state(self) -> dict[str, Any]:
+        """Which conditions are on (so they are not raised again) and the silence start."""
+        return {
+            "loud": self.loud,
+            "clipped": self.clipped,
+            "dead": self.dead,
+            "silent_since": self.silent_since,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back :meth:`state` (the limits stay this watch's)."""
+        silent = state["silent_since"]
+        self.loud, self.clipped = bool(state["loud"]), bool(state["clipped"])
+        self.dead = bool(state["dead"])
+        self.silent_since = None if silent is None else int(silent)
+
+    def jump(self) -> None:
+        """Past a hole: silence counts afresh from the next window (the hole may have held
+        sound); a condition already raised stays raised, so it is not raised twice."""
+        self.silent_since = None

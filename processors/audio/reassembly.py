@@ -19,10 +19,14 @@ seen, is ``late`` and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from processors.audio.windows import compact_samples, samples_of
 
 __all__ = ["Reassembler", "Released"]
 
@@ -83,6 +87,39 @@ class Reassembler:
             self.gap_chunks += missing
             self._release(out)
         return out
+
+    def state(self) -> dict[str, Any]:
+        """Position, buffered chunks and counters as data (sequence numbers are u64: lists)."""
+        seqs = sorted(self.pending)
+        return {
+            "first_seq": self.first_seq,
+            "next_seq": self.next_seq,
+            "filled": sorted(self.filled),
+            "pending_seqs": seqs,
+            "pending": [compact_samples(self.pending[s]) for s in seqs],
+            "counts": [self.gap_chunks, self.duplicates, self.late],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back :meth:`state` (this reassembler's ``capacity`` stays)."""
+        first, after = state["first_seq"], state["next_seq"]
+        self.first_seq = None if first is None else int(first)
+        self.next_seq = None if after is None else int(after)
+        self.filled = {int(s) for s in state["filled"]}
+        chunks = [samples_of(np.asarray(x)) for x in state["pending"]]
+        self.pending = dict(zip((int(s) for s in state["pending_seqs"]), chunks, strict=True))
+        self.gap_chunks, self.duplicates, self.late = (int(n) for n in state["counts"])
+
+    def resume_at(self, seq: int) -> int:
+        """Go on at chunk ``seq``, past a hole of chunks another run analysed: the chunks
+        buffered before ``seq`` are dropped (they were released there), nothing is filled.
+        Returns how many sequence numbers were skipped."""
+        if self.next_seq is None or seq <= self.next_seq:
+            raise ValueError(f"chunk {seq} is not past the next expected {self.next_seq}")
+        skipped = seq - self.next_seq
+        self.pending = {s: x for s, x in self.pending.items() if s > seq}
+        self.next_seq = seq
+        return skipped
 
     def _release(self, out: Released) -> None:
         assert self.next_seq is not None

@@ -74,6 +74,7 @@ class StreamState:
         self.anchor = (0, 0)  # (sample index, capture ns) of the latest released chunk
         self.last_arrival = now
         self.stalled = False
+        self.resumed = False  # restored from a checkpoint; not yet past what it missed
 
     def role(self, session: int) -> SessionRole:
         """Whether a chunk of ``session`` belongs here, starts a new segment, or is stale."""
@@ -85,6 +86,24 @@ class StreamState:
         """The state for ``session`` replacing this one; only the anomaly detector carries."""
         retired = (*self.retired, self.session)
         return StreamState(self.conf, now, self.stream_id, session, self.anomaly, retired)
+
+    def resume_at(self, seq: int, chunk_samples: int) -> int:
+        """Go on at chunk ``seq`` of this session, past the chunks another run analysed
+        after this state's checkpoint: the sample clock moves on by the skipped chunks x
+        ``chunk_samples`` (so window numbers and event ids are not used twice), samples and
+        chunks from before the hole are dropped unanalysed, nothing is filled with silence.
+        The VAD state, an open speech segment, the level conditions raised and the anomaly
+        detector go on. Returns the chunks skipped."""
+        skipped = self.reassembler.resume_at(seq)
+        self.captures = {s: ns for s, ns in self.captures.items() if s >= seq}
+        to = self.buffer.total + skipped * chunk_samples
+        self.buffer.jump(to)
+        self.probs.clear()
+        self.spectra.start, self.spectra.rows = to, self.spectra.rows[:0]
+        self.speech.jump(to)
+        self.level.jump()
+        self.resumed = False
+        return skipped
 
     def time_at(self, sample: int) -> datetime:
         index, ns = self.anchor

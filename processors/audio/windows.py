@@ -17,12 +17,37 @@ so a window or a frame can be named by where it starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Final
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["StreamBuffer"]
+__all__ = ["StreamBuffer", "compact_samples", "samples_of"]
 
 Samples = npt.NDArray[np.float32]
+_PCM16: Final = 32768.0
+
+
+def compact_samples(samples: Samples) -> npt.NDArray[np.float32] | npt.NDArray[np.int16]:
+    """Samples to store: the int16 they came from when that is exact (half the bytes of a
+    checkpoint's buffers), else the float32 themselves.
+
+    >>> compact_samples(np.array([0.5, -1.0], np.float32)).dtype.name
+    'int16'
+    """
+    scaled = samples * np.float32(_PCM16)
+    in_range = np.all((scaled >= -32768) & (scaled <= 32767))
+    if in_range and np.array_equal(np.round(scaled), scaled):
+        return scaled.astype(np.int16)
+    return samples
+
+
+def samples_of(stored: npt.NDArray[Any]) -> Samples:
+    """Back from :func:`compact_samples`: float32 samples, bit for bit."""
+    if stored.dtype == np.int16:
+        return stored.astype(np.float32) / np.float32(_PCM16)
+    return np.asarray(stored, dtype=np.float32)
 
 
 class StreamBuffer:
@@ -82,3 +107,34 @@ class StreamBuffer:
         if offset:
             self._win_buf = self._win_buf[offset:]
         return out
+
+    def state(self) -> dict[str, Any]:
+        """The sample clock and the samples not yet framed or windowed, as data."""
+        return {
+            "total": self.total,
+            "framed": self._framed,
+            "win_start": self._win_start,
+            "frame_buf": compact_samples(np.concatenate([self._frame_buf, *self._pending])),
+            "win_buf": compact_samples(np.concatenate([self._win_buf, *self._pending])),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back :meth:`state` of a buffer of the same window, hop, frame and context."""
+        self.total, self._framed = int(state["total"]), int(state["framed"])
+        self._win_start = int(state["win_start"])
+        self._frame_buf = samples_of(np.asarray(state["frame_buf"]))
+        self._win_buf = samples_of(np.asarray(state["win_buf"]))
+        self._pending = []
+        if len(self._frame_buf) < self.context:
+            raise ValueError("a frame buffer shorter than its context")
+
+    def jump(self, to: int) -> None:
+        """Go on at sample ``to`` past a hole: the samples before it are dropped unanalysed
+        (a window across a hole would measure a discontinuity), the VAD context is silence,
+        and the next window and frame start at ``to``."""
+        if to < self.total:
+            raise ValueError(f"cannot jump back from sample {self.total} to {to}")
+        self.total = self._framed = self._win_start = to
+        self._frame_buf = np.zeros(self.context, dtype=np.float32)
+        self._win_buf = np.zeros(0, dtype=np.float32)
+        self._pending = []

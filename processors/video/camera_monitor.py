@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from processors.video.camera_window import CameraWindow, Observation, TamperLimits
 from processors.video.face_boxes import Boxes
@@ -21,6 +21,10 @@ __all__ = ["AlertDue", "AnomalyModel", "CameraMonitor", "MonitorLimits", "Verdic
 
 
 class AnomalyModel(Protocol):
+    """An online learner of one camera's normal activity (``models.camera_anomaly``)."""
+
+    seen: int  # examples learned
+
     def vector(
         self, motion: float, faces: int, brightness: float, sharpness: float
     ) -> dict[str, float]: ...
@@ -28,6 +32,10 @@ class AnomalyModel(Protocol):
     def score(self, x: dict[str, float]) -> float: ...
 
     def learn(self, x: dict[str, float]) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class Verdict:
     faces: Boxes  # the faces that count (inside the zone when one is set)
     observation: Observation
     alerts: tuple[AlertDue, ...] = ()
+    examples: int = 0  # what the anomaly learner had learned when it scored this frame
 
 
 def in_zone(faces: Boxes, zone: tuple[float, float, float, float] | None, w: int, h: int) -> Boxes:
@@ -96,6 +105,7 @@ class CameraMonitor:
         observation = self.window.observe(f)
         x = self.anomaly.vector(f.motion, len(counted), f.brightness, f.sharpness)
         warm = self.learned >= lim.anomaly_warmup
+        examples = self.anomaly.seen
         score = round(self.anomaly.score(x), 6) if warm else 0.0
         if observation.tamper is None:  # tampered frames would teach the learner they are normal
             self.anomaly.learn(x)
@@ -120,4 +130,4 @@ class CameraMonitor:
             where = "in the zone" if lim.face_zone is not None else "in view"
             found = (f"{len(counted)} face(s) {where}, best score {best:.2f}",)
             alerts.append(AlertDue("faces_present", round(best, 4), lim.face_threshold, found))
-        return Verdict(score, counted, observation, tuple(alerts))
+        return Verdict(score, counted, observation, tuple(alerts), examples)

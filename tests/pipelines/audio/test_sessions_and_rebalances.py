@@ -112,7 +112,7 @@ def test_a_partition_taken_away_raises_nothing_for_its_streams(home: Path) -> No
     quiet_for(step, 60.0)
     asyncio.run(step.check_stalled())  # sees the change: forgets talk, excuses the pause
     assert set(step.analyzer.streams) == {"hum"}
-    assert step.partition_of == {"hum": 0}
+    assert step.assignment.partitions == {"hum": 0}
     quiet_for(step, 60.0)
     asyncio.run(step.check_stalled())
     kinds = [(a["entity"], a["kind"]) for a in sent(out, "alerts")]
@@ -155,7 +155,7 @@ def test_records_of_a_partition_no_longer_held_leave_no_state(home: Path) -> Non
     feed(step, chunk_events("a", tone, 0, session=1))
     feed(step, chunk_events("late", tone, 3, session=2)[:5])  # fetched before a revocation
     assert set(step.analyzer.streams) == {"a"}
-    assert step.partition_of == {"a": 0}
+    assert step.assignment.partitions == {"a": 0}
     quiet_for(step, 60.0)
     asyncio.run(step.check_stalled())
     assert [a["entity"] for a in sent(out, "alerts") if a["kind"] == "dead_microphone"] == [

@@ -76,7 +76,7 @@ def test_a_camera_whose_partition_moved_away_is_not_reported_silent(home: Path) 
     clock.now += 6.0
     assert asyncio.run(step.check_silent()) == 0  # forgets b; the pause is excused for a
     assert set(step.monitors) == set(step.memory) == set(step.seen) == {"a"}
-    assert step.partition_of == {"a": 0}
+    assert step.assignment.partitions == {"a": 0}
     assert evicted(step) == 1.0
     clock.now += 6.0
     assert asyncio.run(step.check_silent()) == 1

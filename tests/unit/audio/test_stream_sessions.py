@@ -55,6 +55,7 @@ def feed(a: AudioAnalyzer, chunks: list[AudioChunk], now: float = 0.0, per: int 
         total.duplicates += r.duplicates
         total.late += r.late
         total.gap_chunks += r.gap_chunks
+        total.skipped_chunks += r.skipped_chunks
     return total
 
 

@@ -52,10 +52,10 @@ def see(
             if fast and watch.next_in_line(tp, offset, generation):
                 handled.append(Event(tp, offset))
                 continue
-            before = await watch.admit(tp, offset, generation)
-            if before is None:
-                continue
-            handled += [*before, Event(tp, offset)]
+            admission = await watch.admit(tp, offset, generation)
+            handled += admission.before
+            if not admission.skip:
+                handled.append(Event(tp, offset))
         if done:
             watch.done(handled)
         return [e.message.offset for e in handled]
@@ -134,7 +134,7 @@ def test_a_partition_taken_over_starts_at_the_committed_offset_whatever_comes_fi
     assert asked == [P0]  # once a partition and generation
     # A later generation whose commit lags: what this worker handled is not read back.
     assert see(watch, [30], generation=2) == [25, 26, 27, 28, 29, 30]
-    assert kafka.calls[-1] == ("t", 0, 15, 30)
+    assert kafka.calls[-1] == ("t", 0, 25, 30)
     assert asked == [P0, P0]
 
 
@@ -289,3 +289,14 @@ def test_under_exactly_once_jumps_are_commit_markers_and_ranges_stay_whole() -> 
     assert watch.admitted[P0].spans == [[0, 298]]
     assert watch.handled[P0].spans == [[0, 298]]
     assert see(watch, [297, 298], generation=2) == []  # handled: repeats after a rebalance
+
+
+def test_under_exactly_once_markers_join_only_batches_that_were_done() -> None:
+    """[0, 1] handled, [3, 4] refused (never done), [6, 7] handled, markers at 2 and 5: the
+    handled ranges do not take in the refused batch, which the next generation delivers."""
+    watch = OffsetWatch(Kafka().refetch, read_jumps=False)
+    assert see(watch, [0, 1], done=True) == [0, 1]
+    assert see(watch, [3, 4]) == [3, 4]
+    assert see(watch, [6, 7], done=True) == [6, 7]
+    assert watch.handled[P0].spans == [[0, 1], [6, 7]]
+    assert see(watch, [3, 4], generation=2) == [3, 4]  # not repeats
